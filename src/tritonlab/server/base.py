@@ -1,0 +1,392 @@
+"""One interface for every way of running Triton: embedded process, docker container, remote URL.
+
+Backends implement ``_launch``, ``_exit_code``, ``_terminate`` and ``logs``; everything a learner calls
+(readiness, clients, repository API, statistics, failure reports quoting Triton's reasons) lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import contextlib
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+
+from tritonlab.errors import ModelLoadError, PortInUseError, ServerStartError, TritonLabError
+from tritonlab.server import logparse
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tritonclient.grpc
+    import tritonclient.http
+
+ModelControlMode = Literal["none", "poll", "explicit"]
+MODEL_CONTROL_MODES: tuple[str, ...] = ("none", "poll", "explicit")
+HOST = "127.0.0.1"
+_START_ATTEMPTS = 3
+
+
+class Server(abc.ABC):
+    """A Triton Inference Server this Python can talk to (and, for owned backends, start and stop).
+
+    Use it as a context manager, or call ``start()`` / ``stop()``::
+
+        with start_server(repo) as server:
+            server.http_client().infer(...)
+    """
+
+    backend: ClassVar[str]
+
+    def __init__(
+        self,
+        repository: str | Path | None = None,
+        *,
+        model_control_mode: ModelControlMode = "none",
+        models: tuple[str, ...] | list[str] = (),
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        startup_timeout: float = 120.0,
+        exit_timeout: int = 3,
+        poll_interval: int = 2,
+        log_verbose: int = 0,
+        extra_args: tuple[str, ...] | list[str] = (),
+        detach: bool = False,
+    ):
+        if model_control_mode not in MODEL_CONTROL_MODES:
+            raise TritonLabError(
+                f"model_control_mode={model_control_mode!r} is not a Triton model control mode",
+                fix=f"use one of {', '.join(MODEL_CONTROL_MODES)}",
+            )
+        if models and model_control_mode != "explicit":
+            raise TritonLabError(
+                "models=... (Triton's --load-model) only applies with model_control_mode='explicit'",
+                fix="pass model_control_mode='explicit', or leave models out to serve the whole repository",
+            )
+        for arg in extra_args:
+            if arg.split("=")[0] in ("--http-address", "--grpc-address", "--metrics-address"):
+                raise TritonLabError(
+                    f"extra_args may not change where Triton listens ({arg}): tritonlab binds 127.0.0.1",
+                    fix="leave the address out; use http_port/grpc_port/metrics_port to pick ports",
+                )
+        if repository is None:
+            from tritonlab.examples import example_repository
+
+            repository = example_repository()
+        self.repository = Path(repository).expanduser().resolve()
+        self.model_control_mode: ModelControlMode = model_control_mode
+        self.models = tuple(models)
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.startup_timeout = startup_timeout
+        self.exit_timeout = exit_timeout
+        self.poll_interval = poll_interval
+        self.log_verbose = log_verbose
+        self.extra_args = tuple(extra_args)
+        self.detach = detach
+        self.host = HOST
+        self._started = False
+        self._clients: list[Any] = []
+        self._http_client: tritonclient.http.InferenceServerClient | None = None
+        self._grpc_client: tritonclient.grpc.InferenceServerClient | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ what backends provide
+    @abc.abstractmethod
+    def _launch(self) -> None:
+        """Start the server (ports chosen, process or container running); do not wait for readiness."""
+
+    @abc.abstractmethod
+    def _exit_code(self) -> int | None:
+        """The exit code if the server has exited, else None."""
+
+    @abc.abstractmethod
+    def _terminate(self) -> None:
+        """Stop the server: graceful first, forced after a short timeout, in all cases."""
+
+    @abc.abstractmethod
+    def logs(self, tail: int | None = None) -> str:
+        """The server's log text (the last ``tail`` lines if given)."""
+
+    def _port_was_picked(self, port: int) -> bool:
+        """True if tritonlab chose ``port`` (so a conflict on it is worth a retry on new ports)."""
+        return False
+
+    def _register(self) -> None:
+        """Record the running server where `tritonlab status/down` can find it (owned backends)."""
+
+    def _unregister(self) -> None:
+        pass
+
+    @property
+    def log_path(self) -> str | None:
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def http_address(self) -> str:
+        """host:port, the form tritonclient.http and perf_analyzer take."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_address}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.grpc_address}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def urls(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "http_url": self.http_url,
+            "grpc_url": self.grpc_url,
+            "metrics_url": self.metrics_url,
+            "pid": self.pid,
+            "repository": str(self.repository),
+            "model_control_mode": self.model_control_mode,
+            "log_path": self.log_path,
+        }
+
+    # ------------------------------------------------------------------ lifetime
+    def start(self) -> Self:
+        with self._lock:
+            if self._started:
+                return self
+            if not self.repository.is_dir():
+                raise TritonLabError(
+                    f"model repository {self.repository} does not exist or is not a directory",
+                    fix="pass the folder that holds one sub-folder per model (each with config.pbtxt)",
+                )
+            for attempt in range(_START_ATTEMPTS):
+                self._launch()
+                try:
+                    self._wait_ready()
+                    break
+                except PortInUseError as e:
+                    self._terminate()
+                    # A port we picked was free when checked and taken before Triton bound it: pick again.
+                    if attempt + 1 < _START_ATTEMPTS and self._port_was_picked(e.port):
+                        continue
+                    raise
+                except BaseException:
+                    self._terminate()
+                    raise
+            self._started = True
+            self._register()
+            if not self.detach:
+                _owned.add(self)
+            return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._close_clients()
+            if self._exit_code() is None or self._started:
+                self._terminate()
+            self._started = False
+            self._unregister()
+            _owned.discard(self)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._started and self._exit_code() is None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {state} http={self.http_url} grpc={self.grpc_url} repo={self.repository}>"
+
+    # ------------------------------------------------------------------ readiness and failures
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = self._exit_code()
+            if code is not None:
+                raise self._failure(f"tritonserver exited with code {code} before it was ready")
+            if self.is_ready():
+                return
+            if time.monotonic() > deadline:
+                raise self._failure(f"tritonserver was not ready after {self.startup_timeout:.0f} s")
+            time.sleep(0.05)
+
+    def _failure(self, what: str) -> TritonLabError:
+        """The most specific error the log supports: models with Triton's reasons, a port, or the log tail."""
+        log = self.logs()
+        reasons = logparse.model_failures(log)
+        if not reasons and self.is_live():
+            reasons = self._index_failures()
+        if reasons:
+            return ModelLoadError(reasons, log_path=self.log_path, log_excerpt=logparse.tail(log, 15))
+        port = logparse.port_conflict(log)
+        if port is not None:
+            return PortInUseError(port)
+        errors = logparse.significant_errors(log)
+        return ServerStartError(
+            what + (f": {errors[-1]}" if errors else ""),
+            log_excerpt=logparse.tail(log, 25),
+            log_path=self.log_path,
+            fix="read the log above; `tritonlab doctor` checks the environment",
+        )
+
+    def _index_failures(self) -> dict[str, str]:
+        with contextlib.suppress(Exception):
+            return {
+                m["name"]: m.get("reason") or m.get("state", "")
+                for m in self.repository_index()
+                if m.get("state") == "UNAVAILABLE"
+            }
+        return {}
+
+    # ------------------------------------------------------------------ plain HTTP (no client import needed)
+    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.http_port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def _ok(self, path: str) -> bool:
+        try:
+            return self._http("GET", path, timeout=1.0)[0] == 200
+        except OSError:
+            return False
+
+    def is_live(self) -> bool:
+        """GET /v2/health/live == 200. Never raises."""
+        return self.http_port is not None and self._ok("/v2/health/live")
+
+    def is_ready(self) -> bool:
+        """GET /v2/health/ready == 200 (every model loaded, with Triton's default strict readiness)."""
+        return self.http_port is not None and self._ok("/v2/health/ready")
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/ready"
+        return self.http_port is not None and self._ok(path)
+
+    def metadata(self) -> dict[str, Any]:
+        _, body = self._http("GET", "/v2")
+        return json.loads(body)
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return response.read().decode()
+
+    # ------------------------------------------------------------------ clients
+    def http_client(self, **kwargs: Any) -> tritonclient.http.InferenceServerClient:
+        """A tritonclient HTTP client for this server (the shared one, or a new one if kwargs are given)."""
+        import tritonclient.http
+
+        if kwargs:
+            client = tritonclient.http.InferenceServerClient(self.http_address, **kwargs)
+            self._clients.append(client)
+            return client
+        if self._http_client is None:
+            self._http_client = tritonclient.http.InferenceServerClient(self.http_address)
+            self._clients.append(self._http_client)
+        return self._http_client
+
+    def grpc_client(self, **kwargs: Any) -> tritonclient.grpc.InferenceServerClient:
+        import tritonclient.grpc
+
+        if kwargs:
+            client = tritonclient.grpc.InferenceServerClient(self.grpc_address, **kwargs)
+            self._clients.append(client)
+            return client
+        if self._grpc_client is None:
+            self._grpc_client = tritonclient.grpc.InferenceServerClient(self.grpc_address)
+            self._clients.append(self._grpc_client)
+        return self._grpc_client
+
+    def _close_clients(self) -> None:
+        # Open client connections keep Triton waiting up to --exit-timeout-secs: close them first.
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
+        self._http_client = self._grpc_client = None
+
+    # ------------------------------------------------------------------ repository API and statistics
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Every model in the repository with its state (and Triton's reason when UNAVAILABLE)."""
+        return self.http_client().get_model_repository_index()
+
+    def load_model(self, name: str, config: dict[str, Any] | None = None) -> None:
+        """Load (or reload) a model; needs model_control_mode='explicit'. Raises ModelLoadError with Triton's reason."""
+        from tritonclient.utils import InferenceServerException
+
+        self._require_explicit("load")
+        try:
+            self.http_client().load_model(name, config=json.dumps(config) if config else None)
+        except InferenceServerException as e:
+            reasons = logparse.model_failures(self.logs())
+            reason = reasons.get(name) or e.message() or str(e)
+            raise ModelLoadError({name: reason}, log_path=self.log_path) from None
+
+    def unload_model(self, name: str, unload_dependents: bool = False, wait: float = 30.0) -> None:
+        """Unload a model and wait until Triton reports it unloaded (explicit mode)."""
+        self._require_explicit("unload")
+        self.http_client().unload_model(name, unload_dependents=unload_dependents)
+        deadline = time.monotonic() + wait
+        while self.model_ready(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _require_explicit(self, action: str) -> None:
+        if self.model_control_mode != "explicit":
+            raise TritonLabError(
+                f"cannot {action} models through the API: this server runs with "
+                f"--model-control-mode={self.model_control_mode}",
+                fix="start it with model_control_mode='explicit' (CLI: --model-control-mode explicit)",
+            )
+
+    def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        """The configuration as Triton loaded it (after auto-complete), not the file on disk."""
+        return self.http_client().get_model_config(name, version)
+
+    def model_stats(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """/v2/models/<name>/stats: inference_count, execution_count, batch_stats ... (all models if no name)."""
+        return self.http_client().get_inference_statistics(name, version)
+
+
+class _OwnedServers:
+    """Servers this Python started; stopped when it exits normally (atexit)."""
+
+    def __init__(self) -> None:
+        self._servers: set[Server] = set()
+        atexit.register(self.stop_all)
+
+    def add(self, server: Server) -> None:
+        self._servers.add(server)
+
+    def discard(self, server: Server) -> None:
+        self._servers.discard(server)
+
+    def stop_all(self) -> None:
+        for server in list(self._servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+_owned = _OwnedServers()

@@ -1,0 +1,92 @@
+"""Start and stop server processes so that none outlives its owner."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_prctl = _load_prctl()  # resolved in the parent: the child only calls a function pointer after fork
+
+
+def die_with_parent_preexec() -> Callable[[], None] | None:
+    """A preexec_fn that makes the kernel send SIGTERM to the child when its parent *thread* exits.
+
+    Only meaningful when called from the main thread (a worker thread exiting would kill the server), so
+    returns None elsewhere; ``tritonlab down`` covers those cases through the registry.
+    """
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+    prctl = _prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+def same_process(pid: int, create_time: float | None) -> psutil.Process | None:
+    """The live process ``pid`` if it is the one started at ``create_time`` (pids get reused)."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 1.0:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except psutil.Error:
+        return None
+
+
+def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool:
+    """SIGTERM ``pid`` (Triton shuts down cleanly on it), wait ``grace`` s, then SIGKILL its group and children.
+
+    Returns True if a process was found and is gone now.
+    """
+    proc = same_process(pid, create_time)
+    if proc is None:
+        return False
+    with contextlib.suppress(psutil.Error):
+        children = proc.children(recursive=True)
+    family = [proc, *children]
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    if alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # started with start_new_session: pgid == pid
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+    return True
+
+
+def wait_gone(pid: int, create_time: float | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if same_process(pid, create_time) is None:
+            return True
+        time.sleep(0.05)
+    return same_process(pid, create_time) is None

@@ -1,0 +1,127 @@
+"""A registry of running servers (one JSON file each under the user cache dir).
+
+It outlives the Python that started a server, so `tritonlab status` can list servers and `tritonlab down`
+can stop those whose owner died (a killed Jupyter kernel) or that were started with `tritonlab up --detach`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from tritonlab.paths import servers_dir
+from tritonlab.server.process import same_process, stop_process_tree
+from tritonlab.server.staging import staged_root_dir
+
+
+@dataclass
+class ServerRecord:
+    id: str
+    backend: str
+    pid: int | None  # the tritonserver process (None for servers we do not own a process of)
+    create_time: float | None
+    owner_pid: int | None  # None: detached, nobody owns it
+    owner_create_time: float | None
+    http_url: str
+    grpc_url: str
+    metrics_url: str
+    repository: str
+    log_path: str | None
+    model_control_mode: str
+    started_at: float = field(default_factory=time.time)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return servers_dir() / f"{self.id}.json"
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    @property
+    def detached(self) -> bool:
+        return self.owner_pid is None
+
+    def process_alive(self) -> bool:
+        return self.pid is not None and same_process(self.pid, self.create_time) is not None
+
+    def owner_alive(self) -> bool:
+        return self.owner_pid is not None and same_process(self.owner_pid, self.owner_create_time) is not None
+
+    @property
+    def orphaned(self) -> bool:
+        """Started by a Python that is gone (and not detached on purpose)."""
+        return not self.detached and not self.owner_alive()
+
+
+def records() -> list[ServerRecord]:
+    """Every registered server; entries whose process is gone are dropped from the registry."""
+    found = []
+    for path in sorted(servers_dir().glob("*.json")):
+        try:
+            record = ServerRecord(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, OSError):
+            path.unlink(missing_ok=True)  # a half-written or foreign file: not ours to keep
+            continue
+        if record.pid is not None and not record.process_alive():
+            record.remove()
+            continue
+        found.append(record)
+    return found
+
+
+def get(server_id: str) -> ServerRecord | None:
+    return next((r for r in records() if r.id == server_id), None)
+
+
+def stray_tritonservers() -> list[psutil.Process]:
+    """tritonserver processes running a binary tritonlab staged that no registry entry accounts for."""
+    known = {r.pid for r in records()}
+    staged = str(staged_root_dir())
+    strays = []
+    for proc in psutil.process_iter(["pid", "name", "exe"]):
+        with contextlib.suppress(psutil.Error):
+            exe = proc.info.get("exe") or ""
+            if proc.info["name"] == "tritonserver" and exe.startswith(staged) and proc.pid not in known:
+                strays.append(proc)
+    return strays
+
+
+def stop(record: ServerRecord, grace: float = 10.0) -> bool:
+    stopped = False
+    if record.pid is not None:
+        stopped = stop_process_tree(record.pid, record.create_time, grace)
+    record.remove()
+    return stopped
+
+
+def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerRecord], list[ServerRecord], int]:
+    """Stop orphaned and detached servers (or all with ``everything``), and with ``everything`` also strays.
+
+    Returns (stopped, skipped because a live owner holds them, strays killed).
+    """
+    stopped, skipped = [], []
+    for record in records():
+        if everything or record.detached or record.orphaned:
+            stop(record, grace)
+            stopped.append(record)
+        else:
+            skipped.append(record)
+    strays = 0
+    if everything:
+        for proc in stray_tritonservers():
+            if stop_process_tree(proc.pid, proc.create_time(), grace):
+                strays += 1
+    return stopped, skipped, strays
