@@ -56,8 +56,8 @@ say "installing pinned packages (first run: a few minutes)"
 "${PIP[@]}" install --quiet "${TORCH_INDEX[@]}" "${CONSTRAINTS[@]}" -r "$REQS"
 "${PIP[@]}" install --quiet --no-deps -e .
 
-say "staging the embedded Triton server"
-"$VENV/bin/python" -m tritonlab.server.staging
+say "staging the embedded Triton server, linking perf_analyzer"
+"$VENV/bin/python" -m tritonlab.envsetup
 
 echo "$WANT" >"$STAMP"
 say "done: $("$VENV/bin/python" -c 'import tritonlab; print("tritonlab", tritonlab.__version__)') in $VENV"

@@ -338,11 +338,13 @@ class Server(abc.ABC):
         from tritonclient.utils import InferenceServerException
 
         self._require_explicit("load")
+        log_offset = len(self.logs())  # reasons come only from what Triton logs for this load
         try:
             self.http_client().load_model(name, config=json.dumps(config) if config else None)
         except InferenceServerException as e:
-            reasons = logparse.model_failures(self.logs())
-            reason = reasons.get(name) or e.message() or str(e)
+            reason = logparse.model_failures(self.logs()[log_offset:]).get(name) or e.message() or str(e)
+            if self.backend != "remote" and not (self.repository / name).is_dir():
+                reason += f" (there is no folder {self.repository / name})"
             raise ModelLoadError({name: reason}, log_path=self.log_path) from None
 
     def unload_model(self, name: str, unload_dependents: bool = False, wait: float = 30.0) -> None:
@@ -350,8 +352,12 @@ class Server(abc.ABC):
         self._require_explicit("unload")
         self.http_client().unload_model(name, unload_dependents=unload_dependents)
         deadline = time.monotonic() + wait
-        while self.model_ready(name) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            states = {m["name"]: m.get("state") for m in self.repository_index()}
+            if states.get(name) not in ("READY", "UNLOADING"):
+                return
             time.sleep(0.05)
+        raise TritonLabError(f"model {name!r} was still unloading after {wait:.0f} s", fix="see server.logs()")
 
     def _require_explicit(self, action: str) -> None:
         if self.model_control_mode != "explicit":

@@ -60,26 +60,34 @@ def same_process(pid: int, create_time: float | None) -> psutil.Process | None:
 
 
 def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool:
-    """SIGTERM ``pid`` (Triton shuts down cleanly on it), wait ``grace`` s, then SIGKILL its group and children.
+    """Stop ``pid`` and everything it started; True if a process was found (and is gone now).
 
-    Returns True if a process was found and is gone now.
+    SIGTERM first: Triton finishes in-flight requests and unloads its models, and each python backend stub
+    (a child process) exits after freeing its shared memory. Triton then idles in a one-second polling loop
+    before exiting, so once its children are gone we end it with SIGKILL: that saves about 1.5 s a stop and
+    loses nothing. After ``grace`` seconds everything left is killed.
     """
     proc = same_process(pid, create_time)
     if proc is None:
         return False
     with contextlib.suppress(psutil.Error):
         children = proc.children(recursive=True)
-    family = [proc, *children]
     with contextlib.suppress(psutil.Error):
         proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(family, timeout=grace)
-    if alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # started with start_new_session: pgid == pid
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
+    deadline = time.monotonic() + grace
+    if children:
+        psutil.wait_procs(children, timeout=grace)
+    while time.monotonic() < deadline and proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+        if children and not any(c.is_running() for c in children):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # started with start_new_session: pgid == pid
+    survivors = [p for p in (proc, *children) if p.is_running()]
+    for p in survivors:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(survivors, timeout=5)
     return True
 
 

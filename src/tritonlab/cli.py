@@ -1,0 +1,220 @@
+"""The `tritonlab` command: up, down, status, logs, doctor, lab."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tritonlab.errors import TritonLabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="tritonlab: learn inference serving with a real NVIDIA Triton Inference Server.",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(error: TritonLabError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {error.message}")
+    if error.fix:
+        err.print(f"[bold]fix:[/] {error.fix}")
+    return typer.Exit(1)
+
+
+@app.command()
+def up(
+    repo: Annotated[Path | None, typer.Option(help="Model repository (default: the shipped example).")] = None,
+    model_control_mode: Annotated[str, typer.Option(help="none, poll or explicit.")] = "none",
+    load_model: Annotated[list[str] | None, typer.Option(help="With explicit mode: model to load at start.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    grpc_port: Annotated[int | None, typer.Option()] = None,
+    metrics_port: Annotated[int | None, typer.Option()] = None,
+    backend: Annotated[str | None, typer.Option(help="embedded (default) or remote.")] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Leave it running; stop with `tritonlab down`.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the URLs as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
+) -> None:
+    """Start a Triton server on 127.0.0.1 and wait until it is ready."""
+    from tritonlab.server import create_server
+
+    try:
+        server = create_server(
+            repo, backend=backend, model_control_mode=model_control_mode,  # type: ignore[arg-type]
+            models=load_model or (), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+            startup_timeout=timeout, detach=detach,
+        )  # fmt: skip
+        server.start()
+    except TritonLabError as e:
+        raise fail(e) from None
+    info = server.urls()
+    if as_json:
+        print(json.dumps(info), flush=True)
+    else:
+        console.print(f"[bold green]Triton is ready[/] (pid {info['pid']}, {info['model_control_mode']} mode)")
+        for key in ("http_url", "grpc_url", "metrics_url", "repository", "log_path"):
+            console.print(f"  {key:<12} {info[key]}")
+    if detach:
+        if not as_json:
+            console.print("running in the background: `tritonlab down` stops it")
+        return
+    if not as_json:
+        console.print("Ctrl-C stops it.")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while server.running:
+            time.sleep(0.5)
+        err.print("[bold red]tritonserver exited[/]; last log lines:\n" + server.logs(tail=20))
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@app.command()
+def down(
+    all_: Annotated[bool, typer.Option("--all", help="Also servers whose owner still runs, and strays.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stop servers started with --detach or whose owner died (a killed kernel); --all stops every one."""
+    from tritonlab.server import registry
+
+    stopped, skipped, strays = registry.down(everything=all_)
+    if as_json:
+        print(json.dumps({"stopped": [r.id for r in stopped], "skipped": [r.id for r in skipped], "strays": strays}))
+        return
+    for record in stopped:
+        console.print(f"stopped server {record.id} ({record.http_url})")
+    if strays:
+        console.print(f"stopped {strays} unregistered tritonserver process(es)")
+    for record in skipped:
+        console.print(f"left running: server {record.id}, owned by live process {record.owner_pid} (use --all)")
+    if not (stopped or strays or skipped):
+        console.print("no tritonlab servers running")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the Triton servers tritonlab started, with their health."""
+    from tritonlab.server import RemoteServer, registry
+
+    rows = []
+    for record in registry.records():
+        probe = RemoteServer(record.http_url)
+        owner = "detached" if record.detached else ("orphaned" if record.orphaned else f"pid {record.owner_pid}")
+        rows.append({
+            "id": record.id, "pid": record.pid, "http_url": record.http_url, "grpc_url": record.grpc_url,
+            "metrics_url": record.metrics_url, "live": probe.is_live(), "ready": probe.is_ready(),
+            "owner": owner, "repository": record.repository, "model_control_mode": record.model_control_mode,
+            "log_path": record.log_path, "uptime_s": round(time.time() - record.started_at, 1),
+        })  # fmt: skip
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        console.print("no tritonlab servers running (`tritonlab up` starts one)")
+        return
+    table = Table("id", "ready", "http", "grpc", "metrics", "owner", "repository")
+    for row in rows:
+        ready = "[green]ready[/]" if row["ready"] else ("[yellow]live[/]" if row["live"] else "[red]down[/]")
+        table.add_row(
+            row["id"], ready, row["http_url"], row["grpc_url"], row["metrics_url"], row["owner"], row["repository"]
+        )
+    console.print(table)
+
+
+@app.command()
+def logs(
+    server_id: Annotated[
+        str | None, typer.Argument(help="Server id from `tritonlab status` (default: newest).")
+    ] = None,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Last N lines (0: all).")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+) -> None:
+    """Print a server's log."""
+    from tritonlab.paths import logs_dir
+    from tritonlab.server import registry
+
+    records = registry.records()
+    if server_id:
+        record = next((r for r in records if r.id == server_id), None)
+        if record is None:
+            raise fail(TritonLabError(f"no running server with id {server_id}", fix="see `tritonlab status`"))
+        path = Path(record.log_path or "")
+    elif records:
+        path = Path(max(records, key=lambda r: r.started_at).log_path or "")
+    else:
+        candidates = sorted(logs_dir().glob("tritonserver-*.log"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise fail(TritonLabError("no server logs yet", fix="start a server with `tritonlab up`"))
+        path = candidates[-1]
+    lines = path.read_text(errors="replace").splitlines()
+    print("\n".join(lines[-tail:] if tail else lines), flush=True)
+    if follow:
+        with path.open(errors="replace") as handle:
+            handle.seek(0, 2)
+            try:
+                while True:
+                    line = handle.readline()
+                    if line:
+                        print(line, end="", flush=True)
+                    else:
+                        time.sleep(0.3)
+            except KeyboardInterrupt:
+                pass
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    skip_server: Annotated[bool, typer.Option("--skip-server", help="Do not start the embedded server.")] = False,
+) -> None:
+    """Check versions, GPU, Docker and the embedded server; each line OK/WARN/FAIL with a fix."""
+    from tritonlab.doctor import run_checks
+
+    results = []
+    colors = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+    for check in run_checks(server=not skip_server):
+        results.append(check)
+        if not as_json:
+            fix = f"\n       [dim]fix: {check.fix}[/]" if check.fix and check.status != "OK" else ""
+            console.print(f"[{colors[check.status]}]{check.status:<4}[/] {check.name}: {check.detail}{fix}")
+    if as_json:
+        print(json.dumps([c.as_dict() for c in results]))
+    if any(c.status == "FAIL" for c in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def lab(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder JupyterLab opens.")] = Path("labs"),
+    port: Annotated[int | None, typer.Option(envvar="TRITONLAB_LAB_PORT", help="Default 8888, else free.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="TRITONLAB_LAB_TOKEN", help="Default: random.")] = None,
+) -> None:
+    """Open the course in JupyterLab on 127.0.0.1 (what `make lab` runs)."""
+    from tritonlab.lab import run_lab
+
+    try:
+        raise typer.Exit(run_lab(directory.resolve(), port=port, token=token))
+    except TritonLabError as e:
+        raise fail(e) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
