@@ -54,6 +54,6 @@ class ModelLoadError(ServerStartError):
             "\n".join(lines),
             log_excerpt=log_excerpt,
             log_path=log_path,
-            fix="fix the model named above (its config.pbtxt or model file), then start the server again; "
-            "`tritonlab validate` checks a repository before you start",
+            fix="fix the model named above (its config.pbtxt or model file), then start the server again "
+            "(`tritonlab logs` shows the whole server log)",
         )

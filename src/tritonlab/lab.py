@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import subprocess
@@ -29,8 +30,10 @@ def choose_port(requested: int | None) -> int:
 
 
 def jupyter_command(root: Path, port: int, token: str) -> list[str]:
+    # Containers and CI run as root; Jupyter refuses that unless told.
+    as_root = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
     return [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable, "-m", "jupyterlab", *as_root,
         f"--ServerApp.ip={HOST}",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
@@ -78,10 +81,8 @@ def run_lab(root: Path, port: int | None = None, token: str | None = None, timeo
     signal.signal(signal.SIGTERM, request_stop)
     try:
         wait_until_up(url, process, timeout)
-        print(
-            f"\n  tritonlab course is open:  {url}\n  (Ctrl-C stops JupyterLab and the servers its notebooks started)\n",
-            flush=True,
-        )
+        print(f"\n  tritonlab course is open:  {url}", flush=True)
+        print("  (Ctrl-C stops JupyterLab and the servers its notebooks started)\n", flush=True)
         return process.wait()
     except KeyboardInterrupt:
         print("\nstopping JupyterLab ...", flush=True)
