@@ -70,7 +70,7 @@ def main() -> None:
         cold_stage = time_cold_stage()
         ready, stop = time_starts(args.starts)
         ready_explicit, _ = time_starts(args.starts, model_control_mode="explicit")
-    setup = time_setup(args.setup_runs)
+    setup = time_setup(args.setup_runs) if args.setup_runs else []
 
     results = {
         "machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -78,8 +78,9 @@ def main() -> None:
         "start_to_ready_example_repo": summary(ready),
         "start_to_ready_explicit_no_models": summary(ready_explicit),
         "stop": summary(stop),
-        "setup_rerun": summary(setup),
     }
+    if setup:
+        results["setup_rerun"] = summary(setup)
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -91,6 +92,8 @@ def main() -> None:
         ("stop", "stop (graceful, python stub exits)", None),
         ("setup_rerun", "env/setup.sh on a set-up checkout", 5.0),
     ]:
+        if key not in results:
+            continue
         s = results[key]
         verdict = ""
         if target is not None:
