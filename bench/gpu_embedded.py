@@ -42,7 +42,7 @@ def load(server, concurrency: int, seconds: float, batch: int) -> dict[str, floa
             latencies[slot].append(time.perf_counter() - t0)
         client.close()
 
-    before = server.model_stats(MODEL_NAME)["model_stats"][0]
+    before = grpc_stats(server)
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     started = time.perf_counter()
     for t in threads:
@@ -50,7 +50,7 @@ def load(server, concurrency: int, seconds: float, batch: int) -> dict[str, floa
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    after = server.model_stats(MODEL_NAME)["model_stats"][0]
+    after = grpc_stats(server)
     flat = sorted(v for slot in latencies for v in slot)
     executions = int(after["execution_count"]) - int(before["execution_count"])
     inferences = int(after["inference_count"]) - int(before["inference_count"])
@@ -62,6 +62,11 @@ def load(server, concurrency: int, seconds: float, batch: int) -> dict[str, floa
         "p99_ms": round(1000 * flat[int(0.99 * (len(flat) - 1))], 3),
         "avg_batch": round(inferences / max(executions, 1), 2),
     }
+
+
+def grpc_stats(server) -> dict:
+    # gRPC, so this also runs where tritonclient's HTTP extra (gevent) is not installed; int64s come as strings.
+    return server.grpc_client().get_inference_statistics(MODEL_NAME, as_json=True)["model_stats"][0]
 
 
 def gpu_gauges(server) -> dict[str, float]:
