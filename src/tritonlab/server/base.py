@@ -89,8 +89,7 @@ class Server(abc.ABC):
         self.host = HOST
         self._started = False
         self._clients: list[Any] = []
-        self._http_client: tritonclient.http.InferenceServerClient | None = None
-        self._grpc_client: tritonclient.grpc.InferenceServerClient | None = None
+        self._shared_clients: dict[type, Any] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ what backends provide
@@ -299,26 +298,23 @@ class Server(abc.ABC):
         """A tritonclient HTTP client for this server (the shared one, or a new one if kwargs are given)."""
         import tritonclient.http
 
-        if kwargs:
-            client = tritonclient.http.InferenceServerClient(self.http_address, **kwargs)
-            self._clients.append(client)
-            return client
-        if self._http_client is None:
-            self._http_client = tritonclient.http.InferenceServerClient(self.http_address)
-            self._clients.append(self._http_client)
-        return self._http_client
+        return self._client(tritonclient.http.InferenceServerClient, self.http_address, kwargs)
 
     def grpc_client(self, **kwargs: Any) -> tritonclient.grpc.InferenceServerClient:
+        """A tritonclient gRPC client for this server (the shared one, or a new one if kwargs are given)."""
         import tritonclient.grpc
 
+        return self._client(tritonclient.grpc.InferenceServerClient, self.grpc_address, kwargs)
+
+    def _client(self, cls: type, address: str, kwargs: dict[str, Any]) -> Any:
         if kwargs:
-            client = tritonclient.grpc.InferenceServerClient(self.grpc_address, **kwargs)
-            self._clients.append(client)
-            return client
-        if self._grpc_client is None:
-            self._grpc_client = tritonclient.grpc.InferenceServerClient(self.grpc_address)
-            self._clients.append(self._grpc_client)
-        return self._grpc_client
+            client = cls(address, **kwargs)
+        elif cls in self._shared_clients:
+            return self._shared_clients[cls]
+        else:
+            client = self._shared_clients[cls] = cls(address)
+        self._clients.append(client)  # closed by stop()
+        return client
 
     def _close_clients(self) -> None:
         # Open client connections keep Triton waiting up to --exit-timeout-secs: close them first.
@@ -326,7 +322,7 @@ class Server(abc.ABC):
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
-        self._http_client = self._grpc_client = None
+        self._shared_clients.clear()
 
     # ------------------------------------------------------------------ repository API and statistics
     def repository_index(self) -> list[dict[str, Any]]:
