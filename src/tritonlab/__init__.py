@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Server", "TritonLabError", "__version__", "example_repository", "start_server"]
+__all__ = [
+    "Server",
+    "TritonLabError",
+    "__version__",
+    "check",
+    "check_all",
+    "dashboard",
+    "example_repository",
+    "start_server",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from tritonlab.errors import TritonLabError
@@ -29,6 +38,14 @@ def __getattr__(name: str) -> Any:
         from tritonlab.examples import example_repository
 
         return example_repository
+    if name in ("check", "check_all"):
+        from tritonlab import checks
+
+        return getattr(checks, name)
+    if name == "dashboard":
+        from tritonlab.dashboard import dashboard
+
+        return dashboard
     if name == "TritonLabError":
         from tritonlab.errors import TritonLabError
 

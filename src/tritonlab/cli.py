@@ -212,6 +212,57 @@ def lab(
         raise fail(e) from None
 
 
+@app.command("check")
+def check_command(
+    selector: Annotated[str, typer.Argument(help="A lab (lab1) or one checkpoint (lab1.server_ready).")],
+    workspace: Annotated[Path | None, typer.Option(help="Where the lab ran (default: current directory).")] = None,
+    server: Annotated[str | None, typer.Option(help="HTTP URL of the Triton server (default: newest running).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Verify a lab's checkpoints against real state; exit 0 only if all pass."""
+    from tritonlab.checks.core import ServerInfo
+    from tritonlab.checks.render import card_text
+    from tritonlab.checks.runner import evaluate, newest_registered_server
+    from tritonlab.checks.store import workspace_dir
+
+    info = ServerInfo(server) if server else newest_registered_server()
+    try:
+        results = evaluate([selector], workspace_dir(workspace), info)
+    except KeyError as e:
+        raise fail(TritonLabError(e.args[0], fix="`tritonlab progress` lists the labs and checkpoints")) from None
+    if as_json:
+        print(json.dumps([r.as_dict() for r in results]))
+    else:
+        colors = {"PASS": "green", "FAIL": "red", "UNATTEMPTED": "dim", "ERROR": "yellow"}
+        for r in results:
+            console.print(f"[{colors[r.status]}]{card_text(r)}[/]", highlight=False)
+        earned, total = sum(r.awarded for r in results), sum(r.points for r in results)
+        console.print(f"[bold]{sum(r.passed for r in results)}/{len(results)} checkpoints pass, "
+                      f"{earned:g}/{total:g} points[/]")  # fmt: skip
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def progress(
+    workspace: Annotated[Path | None, typer.Option(help="Where the labs ran (default: current directory).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every checkpoint of every lab with its last result and when."""
+    from tritonlab.dashboard import progress_rows
+
+    rows = progress_rows(workspace)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("lab", "checkpoint", "status", "points", "checked", "message")
+    colors = {"PASS": "green", "FAIL": "red", "UNATTEMPTED": "dim", "ERROR": "yellow", "NOT RUN": "dim"}
+    for row in rows:
+        table.add_row(row["lab"], row["id"], f"[{colors[row['status']]}]{row['status']}[/]",
+                      f"{row['awarded']:g}/{row['points']:g}", row["checked"], row["message"][:70])  # fmt: skip
+    console.print(table)
+
+
 def main() -> None:
     app()
 

@@ -189,6 +189,7 @@ class Server(abc.ABC):
             self._register()
             if not self.detach:
                 _owned.add(self)
+            _started_order.append(self)
             return self
 
     def stop(self) -> None:
@@ -199,6 +200,8 @@ class Server(abc.ABC):
             self._started = False
             self._unregister()
             _owned.discard(self)
+            if self in _started_order:
+                _started_order.remove(self)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -392,3 +395,12 @@ class _OwnedServers:
 
 
 _owned = _OwnedServers()
+_started_order: list[Server] = []
+
+
+def current_server() -> Server | None:
+    """The most recently started server of this Python that still runs (what ``check()`` inspects)."""
+    for server in reversed(_started_order):
+        if server.running:
+            return server
+    return None

@@ -1,0 +1,11 @@
+"""nbgrader configuration for the tritonlab course (used by `tritonlab grade` and by hand).
+
+The autograde step runs notebooks with tritonlab's ``ExecuteWithCheckpoints``: every autograded test cell that
+calls ``grade("<checkpoint>")`` is re-judged outside the learner's kernel, so what the kernel prints or patches
+cannot change the grade. Feedback hides the hidden tests' source.
+"""
+
+from tritonlab.grading.nbgrader import configure
+
+c = get_config()  # noqa: F821  (injected by nbgrader)
+configure(c)

@@ -1,0 +1,91 @@
+"""Evaluate checkpoints, in this process or (for anything a grade depends on) in a fresh isolated Python.
+
+``run_isolated`` starts ``python -I -m tritonlab.checks run ...``: a new interpreter that ignores the notebook's
+cwd, PYTHONPATH and user site, so a learner who redefines ``check``, patches tritonlab modules or overrides
+``showtraceback`` in their kernel cannot change the verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from tritonlab.checks import store
+from tritonlab.checks.core import Context, Result, ServerInfo, Status, resolve, run_checkpoint
+
+
+def evaluate(selectors: list[str], workspace: Path, server: ServerInfo | None, record: bool = True) -> list[Result]:
+    checkpoints = [cp for selector in selectors for cp in resolve(selector)]
+    ctx = Context(workspace=workspace, server=server, submissions=store.load_submissions(workspace))
+    results = [run_checkpoint(cp, ctx) for cp in checkpoints]
+    if record:
+        store.record_results(workspace, results)
+    return results
+
+
+def run_isolated(
+    selectors: list[str], workspace: Path, server: ServerInfo | None, timeout: float = 180.0
+) -> list[Result]:
+    cmd = [sys.executable, "-I", "-m", "tritonlab.checks", "run", *selectors, "--workspace", str(workspace), "--json"]
+    if server is not None:
+        cmd += ["--server", server.http_url]
+        if server.grpc_url:
+            cmd += ["--grpc", server.grpc_url]
+        if server.metrics_url:
+            cmd += ["--metrics", server.metrics_url]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        lines = proc.stdout.strip().splitlines()
+        return [Result.from_dict(d) for d in json.loads(lines[-1])]
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError, KeyError, TypeError) as e:
+        detail = f"timed out after {timeout:.0f} s" if isinstance(e, subprocess.TimeoutExpired) else (
+            (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
+        return [
+            Result(id=cp.id, title=cp.title, status=Status.ERROR, message=f"the checker process failed: {detail}",
+                   hint="", points=cp.points, awarded=0.0, seconds=0.0)
+            for selector in selectors for cp in resolve(selector)
+        ]  # fmt: skip
+
+
+def server_of_process(pid: int) -> ServerInfo | None:
+    """The newest Triton server started by process ``pid`` (a notebook kernel), read from outside that process.
+
+    Evidence the kernel cannot fake from Python: its tritonserver child processes and their command lines;
+    else the tritonlab registry entries it owns (servers that are not child processes, e.g. containers).
+    """
+    with contextlib.suppress(psutil.Error):
+        children = [c for c in psutil.Process(pid).children(recursive=True) if c.name() == "tritonserver"]
+        for child in sorted(children, key=lambda c: c.create_time(), reverse=True):
+            args = dict(a.split("=", 1) for a in child.cmdline()[1:] if a.startswith("--") and "=" in a)
+            if "--http-port" in args:
+                host = args.get("--http-address", "127.0.0.1")
+                return ServerInfo(
+                    http_url=f"http://{host}:{args['--http-port']}",
+                    grpc_url=f"grpc://{args.get('--grpc-address', host)}:{args['--grpc-port']}"
+                    if "--grpc-port" in args else None,
+                    metrics_url=f"http://{args.get('--metrics-address', host)}:{args['--metrics-port']}/metrics"
+                    if "--metrics-port" in args else None,
+                )  # fmt: skip
+    from tritonlab.server import registry
+
+    owned = [r for r in registry.records() if r.owner_pid == pid]
+    if owned:
+        newest = max(owned, key=lambda r: r.started_at)
+        return ServerInfo(newest.http_url, newest.grpc_url, newest.metrics_url)
+    return None
+
+
+def newest_registered_server() -> ServerInfo | None:
+    """For the CLI and graders without --server: the newest running server tritonlab knows of."""
+    from tritonlab.server import registry
+
+    records = registry.records()
+    if not records:
+        return None
+    newest = max(records, key=lambda r: r.started_at)
+    return ServerInfo(newest.http_url, newest.grpc_url, newest.metrics_url)

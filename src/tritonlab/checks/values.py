@@ -1,0 +1,111 @@
+"""Values a learner submits to a checkpoint, as JSON: numbers, strings, lists, dicts, numpy arrays, functions.
+
+A function travels as its source code (``inspect.getsource``) and is rebuilt, out of the learner's kernel, in a
+fresh namespace by the checker. That is what lets a check call the learner's readiness probe against a stopped
+server without trusting the notebook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import textwrap
+import types
+from typing import Any
+
+
+class SubmissionError(ValueError):
+    """A value cannot be submitted (say which and why)."""
+
+
+def encode(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if callable(value) and hasattr(value, "__code__"):
+        try:
+            source = textwrap.dedent(inspect.getsource(value))
+        except (OSError, TypeError) as e:
+            raise SubmissionError(f"cannot read the source of {value.__name__}: define it in a notebook cell") from e
+        return {"__function__": value.__name__, "source": source, "globals": _referenced_globals(value)}
+    module = type(value).__module__
+    if module == "numpy" or module.startswith("numpy."):
+        import numpy as np
+
+        array = np.asarray(value)
+        return {"__ndarray__": array.tolist(), "dtype": str(array.dtype), "shape": list(array.shape)}
+    raise SubmissionError(
+        f"cannot submit a {type(value).__name__}: submit numbers, strings, lists, arrays or functions"
+    )
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            import numpy as np
+
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
+        if "__function__" in value:
+            namespace = _rebuild_globals(value.get("globals", {}))
+            exec(compile(value["source"], f"<submitted {value['__function__']}>", "exec"), namespace)
+            return namespace[value["__function__"]]
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+def _referenced_globals(fn: types.FunctionType) -> dict[str, Any]:
+    """What the function's code reads from the notebook's globals: imports and plain constants.
+
+    A notebook imports at the top (``import urllib.request``) and the function only says ``urllib.request``;
+    the checker must rebuild those names, including submodules the notebook had loaded.
+    """
+    names = _code_names(fn.__code__)
+    found: dict[str, Any] = {}
+    for name in names:
+        if name not in fn.__globals__:
+            continue
+        obj = fn.__globals__[name]
+        if isinstance(obj, types.ModuleType):
+            submodules = [f"{obj.__name__}.{n}" for n in names if f"{obj.__name__}.{n}" in sys.modules]
+            found[name] = {"module": obj.__name__, "submodules": submodules}
+        elif getattr(obj, "__module__", "__main__") not in ("__main__", "builtins", None) and hasattr(
+            obj, "__qualname__"
+        ):
+            found[name] = {"from": obj.__module__, "import": obj.__qualname__}
+        elif obj is None or isinstance(obj, bool | int | float | str):
+            found[name] = {"value": obj}
+    return found
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _rebuild_globals(spec: dict[str, Any]) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    for name, entry in spec.items():
+        try:
+            if "module" in entry:
+                for submodule in entry.get("submodules", []):
+                    importlib.import_module(submodule)
+                namespace[name] = importlib.import_module(entry["module"])
+            elif "from" in entry:
+                obj: Any = importlib.import_module(entry["from"])
+                for part in entry["import"].split("."):
+                    obj = getattr(obj, part)
+                namespace[name] = obj
+            else:
+                namespace[name] = entry["value"]
+        except (ImportError, AttributeError):
+            pass  # the function will raise NameError when it uses it, which the check reports
+    return namespace

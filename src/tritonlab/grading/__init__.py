@@ -1,0 +1,1 @@
+"""Instructor side: nbgrader integration and the `tritonlab grade` flow."""
