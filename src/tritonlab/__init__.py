@@ -43,7 +43,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(checks, name)
     if name == "dashboard":
-        from tritonlab.dashboard import dashboard
+        from tritonlab.progress import dashboard
 
         return dashboard
     if name == "TritonLabError":

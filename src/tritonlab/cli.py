@@ -249,7 +249,7 @@ def progress(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every checkpoint of every lab with its last result and when."""
-    from tritonlab.dashboard import progress_rows
+    from tritonlab.progress import progress_rows
 
     rows = progress_rows(workspace)
     if as_json:

@@ -1,0 +1,248 @@
+"""The course as nbgrader sees it: solutions/ are source notebooks, labs/ is what generate_assignment releases.
+
+Each notebook is its own assignment (``solutions/01_setup.ipynb`` -> assignment ``01_setup``). A course
+directory for nbgrader is laid out under a temporary or instructor-chosen root:
+``source/<lab>/<lab>.ipynb``, ``release/...``, ``submitted/<student>/<lab>/...``, ``autograded/``, ``feedback/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from tritonlab.errors import TritonLabError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SOLUTIONS = REPO_ROOT / "solutions"
+LABS = REPO_ROOT / "labs"
+NBGRADER_CONFIG = REPO_ROOT / "graders" / "nbgrader_config.py"
+
+
+def lab_names(solutions: Path = SOLUTIONS) -> list[str]:
+    return sorted(p.stem for p in solutions.glob("*.ipynb"))
+
+
+def nbgrader(course: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Run an nbgrader command in ``course`` with tritonlab's nbgrader_config.py."""
+    shutil.copyfile(NBGRADER_CONFIG, course / "nbgrader_config.py")
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"],
+        cwd=course, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=venv_environment(),
+    )  # fmt: skip
+
+
+def prepare_course(course: Path, labs: list[str], solutions: Path = SOLUTIONS) -> None:
+    """Put the source notebooks in ``course/source`` and generate the student versions (and the gradebook)."""
+    for lab in labs:
+        src = solutions / f"{lab}.ipynb"
+        if not src.is_file():
+            raise TritonLabError(f"no solution notebook {src}", fix=f"labs are: {', '.join(lab_names(solutions))}")
+        (course / "source" / lab).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, course / "source" / lab / f"{lab}.ipynb")
+        proc = nbgrader(course, "generate_assignment", lab, "--force")
+        if proc.returncode != 0:
+            raise TritonLabError(f"nbgrader generate_assignment {lab} failed:\n{proc.stdout}{proc.stderr}")
+
+
+def generate_labs(output: Path, solutions: Path = SOLUTIONS) -> list[Path]:
+    """Write the student notebooks for every solution into ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        course = Path(tmp)
+        prepare_course(course, lab_names(solutions), solutions)
+        for lab in lab_names(solutions):
+            dst = output / f"{lab}.ipynb"
+            shutil.copyfile(course / "release" / lab / f"{lab}.ipynb", dst)
+            written.append(dst)
+    return written
+
+
+def _normalized(path: Path) -> str:
+    notebook = json.loads(path.read_text())
+    return json.dumps(notebook, sort_keys=True, indent=1)
+
+
+def stale_labs(labs: Path = LABS, solutions: Path = SOLUTIONS) -> list[str]:
+    """Names of labs whose committed student notebook differs from what the solutions generate now."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate_labs(Path(tmp), solutions)
+        stale = []
+        for notebook in fresh:
+            committed = labs / notebook.name
+            if not committed.is_file() or _normalized(committed) != _normalized(notebook):
+                stale.append(notebook.stem)
+        extra = {p.stem for p in labs.glob("*.ipynb")} - {p.stem for p in fresh}
+    return sorted(stale + list(extra))
+
+
+def venv_environment() -> dict[str, str]:
+    """This environment with its bin/ first on PATH (nbgrader runs `alembic` from PATH)."""
+    env = dict(os.environ)
+    env.pop("TRITONLAB_WORKSPACE", None)  # each graded notebook's workspace is its own folder
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+# ---------------------------------------------------------------------------------------------- grading a class
+@dataclass
+class Grade:
+    student: str
+    lab: str
+    score: float
+    max_score: float
+    status: str  # graded | failed
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def collect(submissions: Path, lab: str, course: Path) -> list[str]:
+    """Copy submissions into ``course/submitted/<student>/<lab>/<lab>.ipynb``; return the students.
+
+    ``submissions`` is a folder or a .zip holding ``<student>/<any>.ipynb`` or ``<student>.ipynb`` files.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = submissions
+        if submissions.is_file() and submissions.suffix == ".zip":
+            with zipfile.ZipFile(submissions) as archive:
+                archive.extractall(tmp)
+            root = Path(tmp)
+        elif not submissions.is_dir():
+            raise TritonLabError(
+                f"{submissions} is neither a folder nor a .zip of submissions",
+                fix="pass a folder (or zip) with <student>/<lab>.ipynb or <student>.ipynb",
+            )
+        found: dict[str, Path] = {}
+        for notebook in sorted(root.rglob("*.ipynb")):
+            if ".ipynb_checkpoints" in notebook.parts:
+                continue
+            relative = notebook.relative_to(root)
+            student = relative.parts[0] if len(relative.parts) > 1 else notebook.stem
+            student = re.sub(r"[^\w.\-]", "_", student)
+            if student in found:
+                raise TritonLabError(f"two notebooks for student {student}: {found[student]} and {notebook}",
+                                     fix="leave one notebook per student")  # fmt: skip
+            found[student] = notebook
+        for student, notebook in found.items():
+            dst = course / "submitted" / student / lab
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(notebook, dst / f"{lab}.ipynb")
+    return sorted(found)
+
+
+def _kill_tree(pid: int) -> None:
+    with contextlib.suppress(psutil.Error):
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=10)
+
+
+def _nbgrader_failure(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for marker in ("CellTimeoutError", "DeadKernelError", "Kernel died", "timed out", "Timeout"):
+        hit = next((line for line in reversed(lines) if marker in line), None)
+        if hit:
+            return f"the notebook did not finish: {hit[:200]}"
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else "nbgrader failed"))[:300]
+
+
+def grade_one(course: Path, lab: str, student: str, timeout: float) -> Grade:
+    """Autograde and make feedback for one student in a private copy of the course (its own gradebook)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"grade-{student}-") as tmp:
+        mini = Path(tmp)
+        shutil.copyfile(course / "gradebook.db", mini / "gradebook.db")
+        (mini / "source").symlink_to(course / "source")
+        shutil.copytree(course / "submitted" / student, mini / "submitted" / student)
+        command = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
+                   f"--CourseDirectory.root={mini}"]  # fmt: skip
+        shutil.copyfile(NBGRADER_CONFIG, mini / "nbgrader_config.py")
+        proc = subprocess.Popen(command, cwd=mini, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=venv_environment())  # fmt: skip
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            proc.communicate()
+            return Grade(student, lab, 0.0, max_score(course, lab), "failed",
+                         f"grading stopped after {timeout:.0f} s: the notebook hung (a cell that never ends, "
+                         "or a kernel that ignores interrupts)", time.monotonic() - started)  # fmt: skip
+        if proc.returncode != 0:
+            return Grade(student, lab, 0.0, max_score(course, lab), "failed", _nbgrader_failure(output),
+                         time.monotonic() - started)  # fmt: skip
+        feedback = nbgrader(mini, "generate_feedback", lab, "--student", student, "--force", timeout=300)
+        with Gradebook(f"sqlite:///{mini / 'gradebook.db'}") as gb:
+            try:
+                submission = gb.find_submission(lab, student)
+                score, maximum = submission.score, submission.max_score
+            except MissingEntry:
+                score, maximum = 0.0, max_score(course, lab)
+        for part in ("autograded", "feedback"):
+            src = mini / part / student
+            if src.exists():
+                dst = course / part / student
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+        reason = "" if feedback.returncode == 0 else f"feedback failed: {_nbgrader_failure(feedback.stdout)}"
+        return Grade(student, lab, float(score), float(maximum), "graded", reason, time.monotonic() - started)
+
+
+def max_score(course: Path, lab: str) -> float:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return float(gb.find_assignment(lab).max_score)
+
+
+def grade_class(
+    submissions: Path,
+    lab: str,
+    course: Path,
+    jobs: int | None = None,
+    timeout: float = 600.0,
+    progress: Callable[[Grade], None] | None = None,
+) -> list[Grade]:
+    """collect -> autograde -> feedback for every submission (in parallel), then ``course/grades.csv``."""
+    course.mkdir(parents=True, exist_ok=True)
+    prepare_course(course, [lab])
+    students = collect(submissions, lab, course)
+    jobs = jobs or max(1, min(len(students), os.cpu_count() or 1))
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(grade_one, course, lab, s, timeout) for s in students]
+        grades = []
+        for future in as_completed(futures):
+            grades.append(future.result())
+            if progress:
+                progress(grades[-1])
+    grades.sort(key=lambda g: g.student)
+    export_csv(grades, course / "grades.csv")
+    return grades
+
+
+def export_csv(grades: list[Grade], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["assignment", "student_id", "score", "max_score", "status", "reason"])
+        for g in grades:
+            writer.writerow([g.lab, g.student, f"{g.score:g}", f"{g.max_score:g}", g.status, g.reason])
