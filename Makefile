@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test lint format bench lock down doctor
+.PHONY: setup lab labs test lint format bench lock down doctor
 
 setup:
 	@bash env/setup.sh
@@ -24,6 +24,9 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format src tests bench env
 	$(VENV)/bin/ruff check --fix src tests bench env
+
+labs: setup
+	$(VENV)/bin/tritonlab course build
 
 bench: setup
 	$(PY) bench/server_startup.py

@@ -1,6 +1,6 @@
 """pytest graders: one test per checkpoint, judged by the same definitions as `tritonlab check`.
 
-    pytest graders --workspace DIR [--server URL] [-k lab1]
+pytest graders --workspace DIR [--server URL] [-k lab1]
 """
 
 from __future__ import annotations

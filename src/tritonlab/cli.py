@@ -263,6 +263,62 @@ def progress(
     console.print(table)
 
 
+@app.command()
+def grade(
+    submissions: Annotated[Path, typer.Argument(help="Folder or .zip: <student>/<lab>.ipynb or <student>.ipynb.")],
+    lab: Annotated[str, typer.Option(help="Lab notebook name, e.g. 01_setup.")],
+    course: Annotated[Path, typer.Option(help="nbgrader course directory to use (created if missing).")] = Path(
+        "course"
+    ),
+    jobs: Annotated[int | None, typer.Option(help="Submissions graded at once (default: CPU count).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per submission before it gets 0.")] = 600.0,
+    cell_timeout: Annotated[int, typer.Option(help="Seconds allowed per cell.")] = 120,
+) -> None:
+    """Grade a class: collect -> autograde (each with its own Triton) -> feedback -> course/grades.csv."""
+    import os
+
+    from tritonlab.grading.course import grade_class
+
+    os.environ["TRITONLAB_CELL_TIMEOUT"] = str(cell_timeout)
+
+    def show(g: object) -> None:
+        console.print(f"  {g.student}: {g.score:g}/{g.max_score:g} {g.status} {g.reason}".rstrip())  # type: ignore[attr-defined]
+
+    try:
+        started = time.monotonic()
+        grades = grade_class(submissions.resolve(), lab, course.resolve(), jobs=jobs, timeout=timeout, progress=show)
+    except TritonLabError as e:
+        raise fail(e) from None
+    minutes = (time.monotonic() - started) / 60
+    console.print(f"[bold]{len(grades)} submissions graded in {minutes * 60:.0f} s "
+                  f"({len(grades) / minutes:.1f}/min)[/]; grades: {course / 'grades.csv'}, "
+                  f"feedback: {course / 'feedback'}")  # fmt: skip
+
+
+course_app = typer.Typer(help="Build and check the student notebooks (labs/) from solutions/.", no_args_is_help=True)
+app.add_typer(course_app, name="course")
+
+
+@course_app.command("build")
+def course_build() -> None:
+    """Regenerate labs/ from solutions/ with nbgrader generate_assignment."""
+    from tritonlab.grading.course import LABS, generate_labs
+
+    for path in generate_labs(LABS):
+        console.print(f"wrote {path}")
+
+
+@course_app.command("check")
+def course_check() -> None:
+    """Exit 1 if labs/ is not what solutions/ generate (run `tritonlab course build`)."""
+    from tritonlab.grading.course import stale_labs
+
+    stale = stale_labs()
+    if stale:
+        raise fail(TritonLabError(f"labs/ is out of date for: {', '.join(stale)}", fix="tritonlab course build"))
+    console.print("labs/ is up to date with solutions/")
+
+
 def main() -> None:
     app()
 

@@ -27,6 +27,8 @@ def encode(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): encode(v) for k, v in value.items()}
     if callable(value) and hasattr(value, "__code__"):
+        if value.__name__ == "<lambda>":
+            raise SubmissionError("submit a function defined with def, not a lambda (its source cannot be rebuilt)")
         try:
             source = textwrap.dedent(inspect.getsource(value))
         except (OSError, TypeError) as e:

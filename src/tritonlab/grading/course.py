@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from tritonlab.errors import TritonLabError
+from tritonlab.server import registry
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SOLUTIONS = REPO_ROOT / "solutions"
@@ -185,9 +186,11 @@ def grade_one(course: Path, lab: str, student: str, timeout: float) -> Grade:
         except subprocess.TimeoutExpired:
             _kill_tree(proc.pid)
             proc.communicate()
+            registry.stop_orphans()  # the killed kernel's Triton
             return Grade(student, lab, 0.0, max_score(course, lab), "failed",
                          f"grading stopped after {timeout:.0f} s: the notebook hung (a cell that never ends, "
                          "or a kernel that ignores interrupts)", time.monotonic() - started)  # fmt: skip
+        registry.stop_orphans()  # a kernel that died hard leaves its Triton behind for a moment
         if proc.returncode != 0:
             return Grade(student, lab, 0.0, max_score(course, lab), "failed", _nbgrader_failure(output),
                          time.monotonic() - started)  # fmt: skip

@@ -14,8 +14,7 @@ from nbclient import NotebookClient
 from nbgrader import utils
 
 from tritonlab.checks.core import Result
-from tritonlab.checks.runner import run_isolated, server_of_process
-from tritonlab.grading.nbgrader import checkpoint_ids
+from tritonlab.grading.nbgrader import judge_cell
 
 
 @dataclass
@@ -31,17 +30,13 @@ def run_notebook(path: Path, workspace: Path, timeout: int = 300) -> NotebookRun
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(workspace)}})  # fmt: skip
 
-    def judged(cell: Any, cell_index: int, execute_reply: Any) -> None:
+    async def judged(cell: Any, cell_index: int, execute_reply: Any) -> None:
         name = cell.metadata.get("nbgrader", {}).get("grade_id", str(cell_index))
         for output in cell.get("outputs", []):
             if output.output_type == "error":
                 run.errors.append((name, output.ename, output.evalue))
-        if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
-            ids = checkpoint_ids(cell.source)
-            pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-            server = server_of_process(pid) if pid else None
-            for result in run_isolated(ids, workspace, server):
-                run.results[result.id] = result
+        for result in await judge_cell(client, cell, workspace):
+            run.results[result.id] = result
 
     client.on_cell_executed = judged
     client.execute()

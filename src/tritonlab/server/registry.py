@@ -107,6 +107,14 @@ def stop(record: ServerRecord, grace: float = 10.0) -> bool:
     return stopped
 
 
+def stop_orphans(grace: float = 10.0) -> list[ServerRecord]:
+    """Stop servers whose owning process died (never detached ones, never those of a live owner)."""
+    orphans = [r for r in records() if r.orphaned]
+    for record in orphans:
+        stop(record, grace)
+    return orphans
+
+
 def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerRecord], list[ServerRecord], int]:
     """Stop orphaned and detached servers (or all with ``everything``), and with ``everything`` also strays.
 
