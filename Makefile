@@ -6,7 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup lab labs test lint format bench lock down doctor
+.PHONY: setup system lab labs test lint format bench lock down doctor
+
+system:
+	@bash env/system.sh
 
 setup:
 	@bash env/setup.sh
@@ -14,7 +17,7 @@ setup:
 lab: setup
 	@$(VENV)/bin/tritonlab lab --dir labs
 
-test: setup lint
+test: setup system lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -84,3 +88,34 @@ def add_sub_inputs(module, a, b):
     inputs[0].set_data_from_numpy(a)
     inputs[1].set_data_from_numpy(b)
     return inputs
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, command: list[str] | None = None) -> Iterator[tuple[str, str, int]]:
+    """Run `tritonlab lab --dir root` (or ``command``) until it prints its URL; yield (url, token, port)."""
+    from tritonlab.server.ports import free_ports
+
+    port = free_ports(1)[0]
+    env = {**os.environ, "TRITONLAB_LAB_PORT": str(port)}
+    command = command or [str(VENV_BIN / "tritonlab"), "lab", "--dir", str(root)]
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if m := re.search(r"course is open:\s+(http://127\.0\.0\.1:(\d+)/lab\?token=(\w+))", line):
+                yield m[1], m[3], int(m[2])
+                break
+        else:
+            raise AssertionError("JupyterLab did not print its URL:\n" + "".join(seen[-30:]))
+        if not seen or "course is open" not in seen[-1]:
+            raise AssertionError("JupyterLab did not print its URL:\n" + "".join(seen[-30:]))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

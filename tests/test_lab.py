@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -16,8 +11,7 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO_ROOT, wait_for
-from tritonlab.server.ports import free_ports
+from conftest import REPO_ROOT, jupyterlab, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,23 +25,7 @@ def status_of(url: str) -> int:
 
 
 def test_make_lab_serves_jupyterlab_on_loopback_with_a_token():
-    port = free_ports(1)[0]
-    env = {**os.environ, "TRITONLAB_LAB_PORT": str(port)}
-    proc = subprocess.Popen(["make", "lab"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    assert proc.stdout is not None
-    url, seen = None, []
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and url is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if m := re.search(r"course is open:\s+(http://127\.0\.0\.1:(\d+)/lab\?token=(\w+))", line):
-                url, token = m[1], m[3]
-        assert url, "".join(seen[-30:])
-        assert f":{port}/" in url
+    with jupyterlab(REPO_ROOT / "labs", command=["make", "lab"]) as (url, token, port):
         with urllib.request.urlopen(url, timeout=30) as response:
             page = response.read().decode()
         assert response.status == 200 and "JupyterLab" in page
@@ -56,13 +34,10 @@ def test_make_lab_serves_jupyterlab_on_loopback_with_a_token():
         listing = urllib.request.Request(api, headers={"Authorization": f"token {token}"})
         with urllib.request.urlopen(listing, timeout=10) as response:
             names = {item["name"] for item in json.load(response)["content"]}
-        assert "00_welcome.ipynb" in names  # JupyterLab opened labs/
+        assert {"00_welcome.ipynb", "01_setup.ipynb"} <= names  # JupyterLab opened labs/
         listeners = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
         assert listeners and all(c.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1") for c in listeners)
         jupyter_pids = {c.pid for c in listeners}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
     assert wait_for(lambda: not any(psutil.pid_exists(p) for p in jupyter_pids), timeout=30)
     assert wait_for(lambda: not _port_open(port), timeout=10)
 
