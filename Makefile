@@ -33,6 +33,7 @@ labs: setup
 
 bench: setup
 	$(PY) bench/server_startup.py
+	$(PY) bench/grading.py
 
 doctor: setup
 	$(VENV)/bin/tritonlab doctor
