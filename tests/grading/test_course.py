@@ -51,5 +51,5 @@ def test_released_lab_passes_no_checkpoint_and_fails_only_where_expected(lab, tm
         and not (ename == "NameError" and evalue.split("'")[1:2] and evalue.split("'")[1] in learner_names)
     ]  # fmt: skip
     assert unexpected == []
-    if any(True for _ in run.results):
+    if run.results:
         assert run.errors, "a starter with checkpoints should fail somewhere"
