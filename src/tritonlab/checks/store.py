@@ -41,10 +41,11 @@ def load_submissions(workspace: Path) -> dict[str, dict[str, Any]]:
     return _read(_state_file(workspace, "submissions.json"))
 
 
-def save_submission(workspace: Path, checkpoint_id: str, encoded: dict[str, Any]) -> None:
+def save_submission(workspace: Path, checkpoint_id: str, encoded: dict[str, Any], replace: bool = False) -> None:
+    """Record values for a checkpoint (merged with earlier ones, or replacing them all with ``replace``)."""
     path = _state_file(workspace, "submissions.json")
     data = _read(path)
-    data[checkpoint_id] = {**data.get(checkpoint_id, {}), **encoded}
+    data[checkpoint_id] = dict(encoded) if replace else {**data.get(checkpoint_id, {}), **encoded}
     _write(path, data)
 
 

@@ -95,9 +95,9 @@ async def judge_cell(client: Any, cell: Any, workspace: Path) -> list[Result]:
     if not calls:
         return []
     for call in calls:
-        submitted = await kernel_values(client, call)
-        if submitted:
-            store.save_submission(workspace, call.checkpoint_id, submitted)
+        if call.values:
+            # Only what the locked cell's own expressions evaluate to counts, whatever the kernel wrote before.
+            store.save_submission(workspace, call.checkpoint_id, await kernel_values(client, call), replace=True)
     kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
     server = server_of_process(kernel_pid) if kernel_pid else None
     return run_isolated(list(dict.fromkeys(c.checkpoint_id for c in calls)), workspace, server)
