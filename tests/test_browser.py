@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,32 @@ ARTIFACTS = Path(os.environ.get("TRITONLAB_ARTIFACTS", REPO_ROOT / "build" / "te
 # Flags for a closed network (no background connections) and root in a container (no sandbox).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+# The open notebook's kernel indicator (other, restored tabs have hidden ones).
+IDLE_KERNEL = ".jp-Notebook-ExecutionIndicator[data-status='idle']:visible"
+
+
+def open_url(lab_url: str, notebook: str) -> str:
+    """Open ``notebook`` alone: ``reset`` drops the workspace JupyterLab would restore from earlier sessions."""
+    return lab_url.replace("/lab?", f"/lab/tree/{notebook}?reset&")
+
+
+def run_all_cells(page) -> None:
+    """Run → Run All Cells once the kernel is connected; again if nothing started (a click during connection
+    is a silent no-op in JupyterLab)."""
+    page.wait_for_selector(IDLE_KERNEL, timeout=90_000)
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=90_000)
+    started = page.locator(".jp-InputArea-prompt", has_text=re.compile(r"\[(\d+|\*)\]"))
+    for _ in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        try:
+            started.first.wait_for(timeout=20_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells never started a cell")
+
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -38,11 +65,9 @@ def test_lab_notebook_runs_in_chromium_and_renders_cards_and_dashboard(tmp_path)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url.replace("/lab?", "/lab/tree/01_setup.ipynb?"), timeout=60_000)
+            page.goto(open_url(url, "01_setup.ipynb"), timeout=60_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            run_all_cells(page)
 
             dashboard = page.locator(".tritonlab-dashboard-widget")
             dashboard.wait_for(timeout=180_000)
@@ -61,10 +86,8 @@ def test_lab_notebook_runs_in_chromium_and_renders_cards_and_dashboard(tmp_path)
             # A failing card keeps its hint behind a reveal until clicked. (A new tab: leaving the first one
             # would raise a "leave page?" dialog that Playwright dismisses.)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url.replace("/lab?", "/lab/tree/fail.ipynb?"), timeout=60_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            page.goto(open_url(url, "fail.ipynb"), timeout=60_000)
+            run_all_cells(page)
             failing = page.locator(".jp-OutputArea .tritonlab-card.tritonlab-fail")
             failing.wait_for(timeout=60_000)
             hint = failing.locator(".tritonlab-hint div")
