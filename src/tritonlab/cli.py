@@ -212,6 +212,28 @@ def lab(
         raise fail(e) from None
 
 
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A model directory or a model repository.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check config.pbtxt files and repository layout against the rules Triton enforces (exit 1 on errors)."""
+    from tritonlab.model_config import validate as run_validation
+
+    report = run_validation(path)
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        colors = {"error": "red", "warning": "yellow"}
+        for finding in report.findings:
+            console.print(f"[{colors[finding.severity]}]{finding}[/]", highlight=False, soft_wrap=True)
+        verdict = "[green]valid[/]" if report.valid else "[red]invalid[/]"
+        console.print(f"{len(report.models)} model(s): {verdict} ({len(report.errors)} error(s), "
+                      f"{len(report.findings) - len(report.errors)} warning(s))")  # fmt: skip
+    if not report.valid:
+        raise typer.Exit(1)
+
+
 @app.command("check")
 def check_command(
     selector: Annotated[str, typer.Argument(help="A lab (lab1) or one checkpoint (lab1.server_ready).")],

@@ -1,0 +1,133 @@
+"""`tritonlab validate` agrees with the real Triton server on a corpus of good and bad model directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import VENV_BIN
+from tritonlab.model_config import validate
+from tritonlab.model_config.validate import gpus_available
+
+CORPUS = Path(__file__).parent / "corpus"
+HANGS_TRITON = {"bad_missing_model_py"}  # Triton never finishes loading it: judged last, after a timeout
+CASES = sorted((p.name for p in CORPUS.iterdir()), key=lambda n: (n in HANGS_TRITON, n))
+
+
+def meta(case: str) -> dict:
+    return tomllib.loads((CORPUS / case / "case.toml").read_text())
+
+
+def test_corpus_is_large_and_covers_both_verdicts():
+    expects = [meta(c)["expect"] for c in CASES]
+    assert len(CASES) >= 40 and expects.count("valid") >= 15 and expects.count("invalid") >= 20
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_validator_verdict(case):
+    report = validate(CORPUS / case, gpus=gpus_available())
+    assert ("valid" if report.valid else "invalid") == meta(case)["expect"], [str(f) for f in report.findings]
+    for finding in report.findings:
+        assert finding.path and finding.message and finding.fix
+
+
+@pytest.fixture(scope="module")
+def corpus_server():
+    from tritonlab.server import start_server
+
+    with start_server(CORPUS, model_control_mode="explicit") as server:
+        yield server
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if meta(c)["loadable_here"]])
+def test_real_triton_agrees(case, corpus_server):
+    client = corpus_server.http_client(network_timeout=20.0)
+    try:
+        client.load_model(case)
+        triton = "valid"
+        client.unload_model(case)
+    except Exception:  # InferenceServerException, or a timeout for the model that hangs the load
+        triton = "invalid"
+    validator = "valid" if validate(CORPUS / case, gpus=gpus_available()).valid else "invalid"
+    assert validator == triton == meta(case)["expect"]
+
+
+def test_locations_name_file_line_and_column():
+    (finding,) = validate(CORPUS / "bad_syntax").findings
+    assert finding.path.endswith("bad_syntax/config.pbtxt") and (finding.line, finding.column) == (4, 52)
+    (finding,) = validate(CORPUS / "bad_model_py_syntax").findings
+    assert finding.path.endswith("1/model.py") and finding.line == 1
+    located = [f for f in validate(CORPUS / "ens_type_mismatch").findings if f.severity == "error"]
+    assert located and all(f.line for f in located)
+
+
+def test_a_repository_reports_every_model():
+    report = validate(CORPUS)
+    assert sorted(report.models) == sorted(CASES) and not report.valid
+    assert {Path(f.path).relative_to(CORPUS).parts[0] for f in report.errors} >= {"bad_zero_dim", "ens_unused_input"}
+
+
+def test_cli_exit_codes_and_json(tmp_path):
+    ok = subprocess.run([str(VENV_BIN / "tritonlab"), "validate", str(CORPUS / "ok_add_sub")], capture_output=True,
+                        text=True)  # fmt: skip
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    bad = subprocess.run([str(VENV_BIN / "tritonlab"), "validate", str(CORPUS / "bad_zero_dim"), "--json"],
+                         capture_output=True, text=True)  # fmt: skip
+    data = json.loads(bad.stdout)
+    assert bad.returncode == 1 and data["valid"] is False and data["findings"][0]["line"] == 5
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_dir", "plain_file", "symlink_loop", "config_is_dir", "unreadable"])
+def test_odd_paths_never_raise(tmp_path, kind):
+    target = tmp_path / "m"
+    if kind == "empty_dir":
+        target.mkdir()
+    elif kind == "plain_file":
+        target.write_text("hello")
+    elif kind == "symlink_loop":
+        target.mkdir()
+        (target / "1").symlink_to(target / "1")
+        (target / "config.pbtxt").symlink_to(target / "config.pbtxt")
+    elif kind == "config_is_dir":
+        (target / "config.pbtxt").mkdir(parents=True)
+    elif kind == "unreadable":
+        (target / "1").mkdir(parents=True)
+        (target / "config.pbtxt").write_text('backend: "python"')
+        os.chmod(target / "config.pbtxt", 0)
+    report = validate(target)
+    assert not report.valid or (kind == "unreadable" and os.geteuid() == 0)
+    assert all(f.fix for f in report.findings)
+
+
+FRAGMENTS = st.sampled_from([
+    'name: "m"', 'backend: "python"', 'platform: "ensemble"', "max_batch_size: 4", "max_batch_size: -3",
+    'input [ { name: "X" data_type: TYPE_FP32 dims: [ 4 ] } ]', 'output [ { name: "Y" dims: [ 0 ] } ]',
+    "dynamic_batching { preferred_batch_size: [ 9 ] }", "instance_group [ { kind: KIND_GPU count: 0 } ]",
+    'ensemble_scheduling { step [ { model_name: "m" input_map { key: "a" value: "b" } } ] }',
+    "version_policy: { specific { versions: [ 2 ] } }",
+    "{", "}", "[", '"', "#", "\x00", "é",
+])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.one_of(FRAGMENTS, st.text(max_size=30)), max_size=12), raw=st.binary(max_size=64),
+       versions=st.lists(st.sampled_from(["1", "2", "x", "01"]), max_size=3), model_py=st.text(max_size=40))  # fmt: skip
+def test_fuzzed_repositories_never_raise(tmp_path_factory, parts, raw, versions, model_py):
+    repo = tmp_path_factory.mktemp("fuzz")
+    model = repo / "m"
+    model.mkdir()
+    (model / "config.pbtxt").write_bytes("\n".join(parts).encode(errors="surrogatepass") + raw)
+    for version in versions:
+        (model / version).mkdir(exist_ok=True)
+        (model / version / "model.py").write_text(model_py, errors="surrogatepass")
+    for target in (model, repo):
+        report = validate(target, gpus=0)
+        assert isinstance(report.valid, bool)
+        assert not any("validator failed" in f.message for f in report.findings), [str(f) for f in report.findings]
