@@ -117,8 +117,12 @@ FRAGMENTS = st.sampled_from([
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(parts=st.lists(st.one_of(FRAGMENTS, st.text(max_size=30)), max_size=12), raw=st.binary(max_size=64),
-       versions=st.lists(st.sampled_from(["1", "2", "x", "01"]), max_size=3), model_py=st.text(max_size=40))  # fmt: skip
+@given(
+    parts=st.lists(st.one_of(FRAGMENTS, st.text(max_size=30)), max_size=12),
+    raw=st.binary(max_size=64),
+    versions=st.lists(st.sampled_from(["1", "2", "x", "01"]), max_size=3),
+    model_py=st.text(max_size=40),
+)
 def test_fuzzed_repositories_never_raise(tmp_path_factory, parts, raw, versions, model_py):
     repo = tmp_path_factory.mktemp("fuzz")
     model = repo / "m"
