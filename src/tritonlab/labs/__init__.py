@@ -1,0 +1,1 @@
+"""Material the lab notebooks use: provided models, workspace preparation."""
