@@ -94,6 +94,12 @@ def _model_config_class() -> type[Message]:
     return model_config_pb2.ModelConfig
 
 
+def _ngc_image() -> str:
+    from tritonlab.versions import manifest
+
+    return manifest()["triton"]["ngc_image"]
+
+
 def gpus_available() -> int:
     """How many NVIDIA GPUs this machine has (0 without a driver): KIND_GPU instances need one."""
     if shutil.which("nvidia-smi") is None:
@@ -468,7 +474,7 @@ def _check_model_files(model: _Model, backend: str, versions: list[Path], emit: 
             "warning",
             f"backend {backend!r} is not in the embedded server (python and ensembles only): "
             "checked on layout and config",
-            'serve it with start_server(backend="docker") and the NGC image',
+            f"serve it from the NGC container {_ngc_image()}, which has that backend",
         )
     if not filename:
         return
