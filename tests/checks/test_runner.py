@@ -83,6 +83,14 @@ def test_grade_raises_unless_pass_and_progress_is_recorded(tmp_path):
     assert by_id["lab1.server_ready"]["status"] == "FAIL" and by_id["lab1.metadata"]["status"] == "NOT RUN"
 
 
+def test_an_unknown_checkpoint_is_a_clear_error(tmp_path):
+    from tritonlab.errors import TritonLabError
+
+    with pytest.raises(TritonLabError, match=r"no checkpoint or lab named 'lab9\.typo'") as caught:
+        check("lab9.typo", workspace=tmp_path)
+    assert "tritonlab progress" in caught.value.fix
+
+
 def test_server_of_process_reads_the_kernels_children(server):
     import os
 

@@ -17,6 +17,7 @@ import psutil
 
 from tritonlab.checks import store
 from tritonlab.checks.core import Context, Result, ServerInfo, Status, resolve, run_checkpoint
+from tritonlab.errors import TritonLabError
 
 
 def evaluate(selectors: list[str], workspace: Path, server: ServerInfo | None, record: bool = True) -> list[Result]:
@@ -31,6 +32,10 @@ def evaluate(selectors: list[str], workspace: Path, server: ServerInfo | None, r
 def run_isolated(
     selectors: list[str], workspace: Path, server: ServerInfo | None, timeout: float = 180.0
 ) -> list[Result]:
+    try:
+        checkpoints = [cp for selector in selectors for cp in resolve(selector)]
+    except KeyError as e:
+        raise TritonLabError(e.args[0], fix="check the id: `tritonlab progress` lists every checkpoint") from None
     cmd = [sys.executable, "-I", "-m", "tritonlab.checks", "run", *selectors, "--workspace", str(workspace), "--json"]
     if server is not None:
         cmd += ["--server", server.http_url]
@@ -48,7 +53,7 @@ def run_isolated(
         return [
             Result(id=cp.id, title=cp.title, status=Status.ERROR, message=f"the checker process failed: {detail}",
                    hint="", points=cp.points, awarded=0.0, seconds=0.0)
-            for selector in selectors for cp in resolve(selector)
+            for cp in checkpoints
         ]  # fmt: skip
 
 
