@@ -70,6 +70,17 @@ class Report:
     def valid(self) -> bool:
         return not self.errors
 
+    def add(
+        self,
+        path: object,
+        message: str,
+        fix: str,
+        severity: Severity = "error",
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.findings.append(Finding(str(path), line, column, severity, message, fix))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -119,16 +130,7 @@ def validate(path: str | Path, gpus: int | None = None) -> Report:
     try:
         _validate(Path(path), report, gpus_available() if gpus is None else gpus)
     except Exception as e:  # a validator bug must still come out as a finding, not a traceback
-        report.findings.append(
-            Finding(
-                str(path),
-                None,
-                None,
-                "error",
-                f"the validator failed: {type(e).__name__}: {e}",
-                "report this as a tritonlab bug",
-            )
-        )
+        report.add(str(path), f"the validator failed: {type(e).__name__}: {e}", "report this as a tritonlab bug")
     return report
 
 
@@ -145,45 +147,22 @@ def _children(path: Path) -> list[Path]:
 
 def _validate(path: Path, report: Report, gpus: int) -> None:
     if not path.exists():
-        report.findings.append(
-            Finding(
-                str(path),
-                None,
-                None,
-                "error",
-                "no such file or directory",
-                "pass a model directory or a model repository",
-            )
-        )
+        report.add(str(path), "no such file or directory", "pass a model directory or a model repository")
         return
     if path.is_file():
         path = path.parent if path.name == "config.pbtxt" else path
         if path.is_file():
-            report.findings.append(
-                Finding(
-                    str(path),
-                    None,
-                    None,
-                    "error",
-                    "not a directory",
-                    "pass the model's directory (the one holding config.pbtxt)",
-                )
-            )
+            report.add(str(path), "not a directory", "pass the model's directory (the one holding config.pbtxt)")
             return
     if _is_model_dir(path):
         repository, targets = path.parent, [path]
     else:
         repository, targets = path, [p for p in _children(path) if p.is_dir()]
         if not targets:
-            report.findings.append(
-                Finding(
-                    str(path),
-                    None,
-                    None,
-                    "error",
-                    "no models here: the directory is empty",
-                    "a repository holds one folder per model: <repo>/<model>/config.pbtxt",
-                )
+            report.add(
+                str(path),
+                "no models here: the directory is empty",
+                "a repository holds one folder per model: <repo>/<model>/config.pbtxt",
             )
             return
     cache: dict[str, _Model] = {}
@@ -239,7 +218,7 @@ class _Emitter:
         line = column = None
         if pattern and path is None:
             line, column = _locate(self.model.text, pattern, occurrence)
-        self.report.findings.append(Finding(str(path or self.model.config_path), line, column, severity, message, fix))
+        self.report.add(path or self.model.config_path, message, fix, severity, line, column)
 
 
 def _check_model(model: _Model, repository: Path, cache: dict[str, _Model], report: Report, gpus: int) -> None:
@@ -315,10 +294,7 @@ def _report_unparseable(model: _Model, emit: _Emitter) -> None:
             fix = "use one of the enum's values, e.g. TYPE_FP32, TYPE_INT64, TYPE_STRING, KIND_CPU, KIND_GPU"
         elif "oneof" in detail:
             fix = "keep one scheduler: dynamic_batching, sequence_batching or ensemble_scheduling"
-        model_finding = Finding(
-            str(model.config_path), line, column, "error", f"config.pbtxt does not parse: {detail}", fix
-        )
-        emit.report.findings.append(model_finding)
+        emit.report.add(model.config_path, f"config.pbtxt does not parse: {detail}", fix, line=line, column=column)
 
 
 def _check_platform_backend(model: _Model, emit: _Emitter) -> str:
@@ -497,16 +473,8 @@ def _check_python_model(file: Path, emit: _Emitter) -> None:
         source = file.read_text()
         tree = ast.parse(source, filename=str(file))
     except SyntaxError as e:
-        emit.report.findings.append(
-            Finding(
-                str(file),
-                e.lineno,
-                e.offset,
-                "error",
-                f"model.py does not compile: {e.msg}",
-                "fix the Python syntax there",
-            )
-        )
+        emit.report.add(file, f"model.py does not compile: {e.msg}", "fix the Python syntax there", line=e.lineno,
+                        column=e.offset)  # fmt: skip
         return
     except (OSError, UnicodeDecodeError) as e:
         emit("error", f"cannot read {file.name}: {e}", "check the file", path=file)
