@@ -25,6 +25,12 @@ def meta(case: str) -> dict:
     return tomllib.loads((CORPUS / case / "case.toml").read_text())
 
 
+def test_corpus_has_no_empty_directory():
+    # git drops empty folders: an ensemble's empty version folder needs a keep-file to survive a clone.
+    empty = [str(d) for d in CORPUS.rglob("*") if d.is_dir() and not any(d.iterdir())]
+    assert empty == []
+
+
 def test_corpus_is_large_and_covers_both_verdicts():
     expects = [meta(c)["expect"] for c in CASES]
     assert len(CASES) >= 40 and expects.count("valid") >= 15 and expects.count("invalid") >= 20
