@@ -27,6 +27,7 @@ import psutil
 
 from tritonlab.errors import TritonLabError
 from tritonlab.server import registry
+from tritonlab.server.process import sweep_orphaned_shm
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SOLUTIONS = REPO_ROOT / "solutions"
@@ -187,6 +188,7 @@ def grade_one(course: Path, lab: str, student: str, timeout: float) -> Grade:
             _kill_tree(proc.pid)
             proc.communicate()
             registry.stop_orphans()  # the killed kernel's Triton
+            sweep_orphaned_shm()
             return Grade(student, lab, 0.0, max_score(course, lab), "failed",
                          f"grading stopped after {timeout:.0f} s: the notebook hung (a cell that never ends, "
                          "or a kernel that ignores interrupts)", time.monotonic() - started)  # fmt: skip

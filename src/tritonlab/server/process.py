@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -88,6 +89,7 @@ def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(survivors, timeout=5)
+    sweep_orphaned_shm(min_age=2.0)  # whatever died hard (now or earlier) leaves its regions in /dev/shm
     return True
 
 
@@ -98,3 +100,40 @@ def wait_gone(pid: int, create_time: float | None, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return same_process(pid, create_time) is None
+
+
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def sweep_orphaned_shm(min_age: float = 5.0) -> list[str]:
+    """Remove python-backend shared-memory regions that no process maps any more.
+
+    A Triton that exits cleanly frees them; one killed hard (a killed kernel, a hung grading run) leaves 1 MiB or
+    more each in /dev/shm. Only regions of this user, older than ``min_age`` seconds (never one being created),
+    and mapped by no process we can see are removed.
+    """
+    if not SHM_DIR.is_dir():
+        return []
+    now = time.time()
+    candidates = {}
+    for region in SHM_DIR.glob(f"{SHM_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            stat = region.stat()
+            if stat.st_uid == os.getuid() and now - stat.st_mtime >= min_age:
+                candidates[region.name] = region
+    if not candidates:
+        return []
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            text = maps.read_text()
+            for name in [n for n in candidates if n in text]:
+                del candidates[name]
+        if not candidates:
+            return []
+    removed = []
+    for name, region in candidates.items():
+        with contextlib.suppress(OSError):
+            region.unlink()
+            removed.append(name)
+    return removed

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from tritonlab.paths import servers_dir
-from tritonlab.server.process import same_process, stop_process_tree
+from tritonlab.server.process import same_process, stop_process_tree, sweep_orphaned_shm
 from tritonlab.server.staging import staged_root_dir
 
 
@@ -132,4 +132,5 @@ def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerReco
         for proc in stray_tritonservers():
             if stop_process_tree(proc.pid, proc.create_time(), grace):
                 strays += 1
+    sweep_orphaned_shm()  # regions of servers that died hard before anyone called down
     return stopped, skipped, strays
