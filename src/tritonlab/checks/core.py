@@ -182,6 +182,19 @@ class Context:
                                          headers={"Content-Type": "application/json"})  # fmt: skip
         return self._request(request, timeout)
 
+    def server_infer(self, model: str, inputs: dict[str, Any], version: str = "") -> dict[str, Any]:
+        """Run ``model`` (JSON tensors over HTTP) and return {output name: numpy array}. Fail unless HTTP 200."""
+        import numpy as np
+        from tritonclient.utils import np_to_triton_dtype
+
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+        body = {"inputs": [{"name": name, "shape": list(array.shape), "datatype": np_to_triton_dtype(array.dtype),
+                            "data": array.tolist()} for name, array in inputs.items()]}  # fmt: skip
+        status, answer = self.server_post(path, body)
+        if status != 200 or not isinstance(answer, dict) or "outputs" not in answer:
+            raise Fail(f"POST {path} answered HTTP {status}: {answer}")
+        return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer["outputs"]}
+
     def _url(self, path: str) -> str:
         return self.require_server().http_url.rstrip("/") + path
 

@@ -86,8 +86,10 @@ def classifier_config(ctx: Context) -> str:
             f"dynamic_batching has preferred_batch_size {list(batching.preferred_batch_size)} and "
             f"max_queue_delay_microseconds {batching.max_queue_delay_microseconds}; expected [4, 8] and 500"
         )
+    from tritonclient.grpc import model_config_pb2
+
     groups = [(g.kind, g.count) for g in config.instance_group]
-    if len(groups) != 1 or groups[0] != (2, 2):  # KIND_CPU == 2
+    if len(groups) != 1 or groups[0] != (model_config_pb2.ModelInstanceGroup.KIND_CPU, 2):
         raise Fail(f"instance_group should be one group of 2 KIND_CPU instances; found {len(groups)} group(s)")
     policy = config.version_policy.WhichOneof("policy_choice") if config.HasField("version_policy") else "latest"
     both = (
@@ -149,15 +151,10 @@ def loaded_config(ctx: Context) -> str:
     return "the config Triton reports for classifier matches yours"
 
 
-def _infer(ctx: Context, path: str, name: str, data: np.ndarray, output: str) -> np.ndarray:
-    body = {"inputs": [{"name": name, "shape": list(data.shape), "datatype": "FP32", "data": data.tolist()}]}
-    status, answer = ctx.server_post(path, body)
-    if status != 200 or not isinstance(answer, dict):
-        raise Fail(f"POST {path} answered HTTP {status}: {answer}")
-    out = next((o for o in answer["outputs"] if o["name"] == output), None)
-    if out is None:
-        raise Fail(f"POST {path} returned no {output}")
-    return np.asarray(out["data"]).reshape(out["shape"])
+def _output(outputs: dict[str, np.ndarray], name: str, model: str) -> np.ndarray:
+    if name not in outputs:
+        raise Fail(f"{model} returned {sorted(outputs)}, no {name}")
+    return outputs[name]
 
 
 @checkpoint(
@@ -173,7 +170,7 @@ def versions_served(ctx: Context) -> str:
         status, _ = ctx.server_get(f"/v2/models/classifier/versions/{version}/ready")
         if status != 200:
             raise Fail(f"classifier version {version} is not ready (HTTP {status})")
-        got = _infer(ctx, f"/v2/models/classifier/versions/{version}/infer", "FEATURES", features, "LOGITS")
+        got = _output(ctx.server_infer("classifier", {"FEATURES": features}, str(version)), "LOGITS", "classifier")
         if not np.allclose(got, classify(features, version), atol=1e-5):
             raise Fail(
                 f"classifier version {version} does not answer like model {version}: is {REPO}/classifier/"
@@ -190,7 +187,7 @@ def versions_served(ctx: Context) -> str:
 )
 def ensemble_answer(ctx: Context) -> str:
     raw = np.array(RAW_EXAMPLE, np.float32)
-    got = _infer(ctx, "/v2/models/pipeline/infer", "RAW", raw, "LABEL").astype(int)
+    got = _output(ctx.server_infer("pipeline", {"RAW": raw}), "LABEL", "pipeline").astype(int)
     want = pipeline(raw, version=2)
     if got.tolist() != want.tolist():
         raise Fail(f"pipeline returned {got.tolist()} for {RAW_EXAMPLE}, expected {want.tolist()}")
