@@ -56,7 +56,7 @@ def _quiet_transformers() -> None:
     transformers.logging.set_verbosity_error()
     # torch.jit.trace still works in torch 2.13 and is what Triton's pytorch_libtorch backend loads; its
     # deprecation notice is about the future, not about this course's pinned versions.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=Warning)
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated", category=Warning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=Warning)
     warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean", category=Warning)
 
@@ -240,6 +240,7 @@ def torchscript_logits(
     """Run a saved model.pt in this process: the reference Triton's answers are compared with."""
     import torch
 
+    _quiet_transformers()
     dtype = torch.float16 if precision == "fp16" else torch.float32
     module = torch.jit.load(str(path), map_location=device).eval().to(dtype)
     with torch.no_grad():
@@ -252,6 +253,7 @@ def torchscript_logits(
 def torchscript_argument_names(path: str | Path) -> list[str]:
     import torch
 
+    _quiet_transformers()
     module = torch.jit.load(str(path), map_location="cpu")
     return [a.name for a in module.forward.schema.arguments][1:]  # [0] is self
 
