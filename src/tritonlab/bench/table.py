@@ -1,0 +1,247 @@
+"""Benchmark results: one ``BenchRow`` per measured load level, a ``BenchTable`` to compare, save and plot them.
+
+Both tools (perf_analyzer and the builtin load generator) produce the same row, so a learner can put their
+figures side by side, keep them in one JSON file across sessions, and pick the best configuration under an SLO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+from tritonlab.errors import TritonLabError
+
+FORMAT = "tritonlab.bench/1"
+
+
+@dataclass
+class BenchRow:
+    """One measurement: a model under one load level (a concurrency or a request rate), by one tool.
+
+    Latencies are client-side, in milliseconds; ``throughput`` is inferences (batch elements) per second.
+    ``server_stats`` holds the model's /stats counters read at the start and end of the measurement.
+    """
+
+    tool: str  # "perf_analyzer" or "builtin"
+    protocol: str  # "grpc" or "http"
+    model: str
+    concurrency: int | None
+    request_rate: float | None
+    throughput: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    requests: int  # completed inside the measurement window
+    errors: int
+    window_s: float
+    label: str = ""
+    batch_size: int = 1
+    server_stats: dict[str, Any] | None = None
+    first_error: str | None = None
+    config: dict[str, Any] | None = None  # the model configuration measured (e.g. a lab 3 Variant), if known
+
+    # ------------------------------------------------------------------ what the server saw
+    def _delta(self, key: str) -> int | None:
+        if not self.server_stats:
+            return None
+        before, after = self.server_stats.get("before") or {}, self.server_stats.get("after") or {}
+        if key not in before or key not in after:
+            return None
+        return int(after[key]) - int(before[key])
+
+    @property
+    def server_requests(self) -> int | None:
+        """Requests the server completed during the measurement (Δ success_count)."""
+        return self._delta("success_count")
+
+    @property
+    def server_avg_batch(self) -> float | None:
+        """Average executed batch size (Δ inference_count / Δ execution_count): > 1 means requests were batched."""
+        inferences, executions = self._delta("inference_count"), self._delta("execution_count")
+        if not inferences or not executions:
+            return None
+        return inferences / executions
+
+    @property
+    def server_avg_queue_ms(self) -> float | None:
+        """Average time a request waited in the server's queue (the price of dynamic batching)."""
+        queue_ns, requests = self._delta("queue_ns"), self._delta("success_count")
+        return queue_ns / requests / 1e6 if queue_ns is not None and requests else None
+
+    @property
+    def server_batch_sizes(self) -> dict[int, int]:
+        """Executions per batch size during the measurement (Δ batch_stats)."""
+        if not self.server_stats:
+            return {}
+        before = (self.server_stats.get("before") or {}).get("batch_stats", {})
+        after = (self.server_stats.get("after") or {}).get("batch_stats", {})
+        delta = {int(size): int(count) - int(before.get(size, 0)) for size, count in after.items()}
+        return {size: count for size, count in sorted(delta.items()) if count}
+
+    @property
+    def load(self) -> str:
+        """The load level in words: "c=8" or "r=200/s"."""
+        if self.concurrency is not None:
+            return f"c={self.concurrency}"
+        if self.request_rate is not None:
+            return f"r={self.request_rate:g}/s"
+        return "?"
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchRow:
+        known = {f.name for f in dataclasses.fields(cls)}
+        row = cls(**{k: v for k, v in data.items() if k in known})
+        if row.server_stats:  # JSON turned batch sizes into strings; make them ints again
+            for snapshot in row.server_stats.values():
+                if isinstance(snapshot, dict) and "batch_stats" in snapshot:
+                    snapshot["batch_stats"] = {int(k): v for k, v in snapshot["batch_stats"].items()}
+        return row
+
+
+class BenchTable:
+    """A list of ``BenchRow`` with the operations a benchmark needs: filter, best under an SLO, save, load, show."""
+
+    def __init__(self, rows: Iterable[BenchRow] = ()):
+        self.rows: list[BenchRow] = list(rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BenchTable) and self.rows == other.rows
+
+    # ------------------------------------------------------------------ list-like
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[BenchRow]:
+        return iter(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> BenchRow: ...
+    @overload
+    def __getitem__(self, index: slice) -> BenchTable: ...
+    def __getitem__(self, index: int | slice) -> BenchRow | BenchTable:
+        if isinstance(index, slice):
+            return BenchTable(self.rows[index])
+        return self.rows[index]
+
+    def append(self, row: BenchRow) -> None:
+        self.rows.append(row)
+
+    def extend(self, rows: Iterable[BenchRow]) -> BenchTable:
+        self.rows.extend(rows)
+        return self
+
+    def __add__(self, other: Iterable[BenchRow]) -> BenchTable:
+        return BenchTable([*self.rows, *other])
+
+    # ------------------------------------------------------------------ queries
+    def filter(self, **criteria: Any) -> BenchTable:
+        """Rows whose fields equal every criterion, e.g. ``table.filter(label="batch8", concurrency=16)``."""
+        fields = {f.name for f in dataclasses.fields(BenchRow)}
+        unknown = sorted(set(criteria) - fields)
+        if unknown:
+            raise TritonLabError(
+                f"BenchTable.filter: no field named {', '.join(unknown)}", fix=f"filter on one of: {', '.join(fields)}"
+            )
+        return BenchTable(r for r in self.rows if all(getattr(r, k) == v for k, v in criteria.items()))
+
+    def best_under_slo(self, p99_ms: float, concurrency: int | None = None) -> BenchRow | None:
+        """The row with the highest throughput whose p99 latency meets the SLO (None if no row does)."""
+        rows = [r for r in self.rows if r.p99_ms <= p99_ms and (concurrency is None or r.concurrency == concurrency)]
+        return max(rows, key=lambda r: r.throughput, default=None)
+
+    @property
+    def labels(self) -> list[str]:
+        """Distinct labels in first-seen order."""
+        return list(dict.fromkeys(r.label for r in self.rows))
+
+    # ------------------------------------------------------------------ JSON files
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "rows": [r.to_dict() for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchTable:
+        return cls(BenchRow.from_dict(r) for r in data["rows"])
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as JSON (atomically: a crash never leaves half a results file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchTable:
+        """Read a results file written by ``save`` (or ``run_bench(save_to=...)``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TritonLabError(
+                f"no benchmark results file at {path}",
+                fix="check the path, or create it with run_bench(..., save_to=path) / `tritonlab bench --save`",
+            )
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+                raise ValueError('expected a JSON object with a "rows" list')
+            return cls.from_dict(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise TritonLabError(
+                f"{path} is not a tritonlab benchmark results file ({type(e).__name__}: {e})",
+                fix=f"delete or rename {path}, or save new results to another file",
+            ) from None
+
+    # ------------------------------------------------------------------ display
+    _COLUMNS = ("label", "tool", "proto", "load", "batch", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
+                "avg ms", "requests", "errors", "srv batch")  # fmt: skip
+
+    def _cells(self, row: BenchRow) -> list[str]:
+        avg_batch = row.server_avg_batch
+        return [row.label, row.tool, row.protocol, row.load, str(row.batch_size), f"{row.throughput:,.1f}",
+                f"{row.p50_ms:.2f}", f"{row.p90_ms:.2f}", f"{row.p95_ms:.2f}", f"{row.p99_ms:.2f}",
+                f"{row.avg_ms:.2f}", str(row.requests), str(row.errors),
+                "" if avg_batch is None else f"{avg_batch:.2f}"]  # fmt: skip
+
+    def rich_table(self) -> Any:
+        from rich.table import Table
+
+        models = sorted({r.model for r in self.rows})
+        table = Table(*self._COLUMNS, title=", ".join(models) or None)
+        for column in table.columns[4:]:
+            column.justify = "right"
+        for row in self.rows:
+            table.add_row(*self._cells(row))
+        return table
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=200, color_system=None, force_terminal=False).print(self.rich_table())
+        return buffer.getvalue().rstrip()
+
+    def __repr__(self) -> str:
+        return f"<BenchTable {len(self.rows)} rows>\n{self}"
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self._COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r)) + "</tr>" for r in self.rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
