@@ -29,6 +29,9 @@ def test_answers_like_the_model_with_json_and_binary_tensors(tmp_path):
                 label for label, _ in want
             ]
             np.testing.assert_allclose(answer.as_numpy("SCORE").ravel(), [s for _, s in want], atol=1e-5)
+        stats = client.get_inference_statistics(MODEL_NAME)["model_stats"][0]  # its own honest counters
+        assert (stats["execution_count"], stats["inference_count"]) == (2, 8)
+        assert stats["batch_stats"] == [{"batch_size": 4, "compute_infer": {"count": 2}}]
         wrong = httpclient.InferInput("WRONG", [1, 1], "BYTES")
         wrong.set_data_from_numpy(np.array([["x"]], dtype=object))
         with pytest.raises(InferenceServerException, match="no input named TEXT"):

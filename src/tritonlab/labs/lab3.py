@@ -294,10 +294,13 @@ class Variant:
             instances=instances,
         )
 
-    def same_settings(self, other: Variant) -> bool:
-        mine, theirs = self.as_dict(), other.as_dict()
-        mine.pop("name"), theirs.pop("name")
-        return mine == theirs
+    def same_settings(self, other: Variant, max_batch_size: int = MAX_BATCH_SIZE) -> bool:
+        return self._settings(max_batch_size) == other._settings(max_batch_size)
+
+    def _settings(self, max_batch_size: int) -> tuple[Any, ...]:
+        # Triton fills an empty preferred_batch_size with [max_batch_size] when it loads the model: the same thing.
+        preferred = self.preferred_batch_size if self.preferred_batch_size != [max_batch_size] else []
+        return self.max_queue_delay_us, preferred, self.instances
 
 
 def classifier_config(

@@ -1,7 +1,8 @@
 """The naive baseline: the plain transformers pipeline behind a small HTTP server, one inference at a time.
 
-It speaks just enough of Triton's HTTP/REST (KServe v2) protocol — ready, model metadata, infer with JSON or
-binary tensors — for the very same client and load generator to measure it side by side with Triton:
+It speaks just enough of Triton's HTTP/REST (KServe v2) protocol — ready, model metadata and config, infer with
+JSON or binary tensors, and its own honest /stats (one execution per request: it never batches) — for the very same
+client and load generator to measure it side by side with Triton:
 
     with NaiveServer(clf.save_pretrained("naive_model")) as naive:
         run_bench(naive.http_url, "text_classifier", protocol="http", ...)
@@ -51,10 +52,38 @@ def _flatten(data: Any) -> list[Any]:
     return [y for x in data for y in _flatten(x)] if isinstance(data, list) else [data]
 
 
+class _Stats:
+    """Counters in the shape of Triton's /v2/models/M/stats, so the same benchmark code reads both servers."""
+
+    def __init__(self) -> None:
+        self.requests = self.texts = self.compute_ns = self.queue_ns = self.last_ms = 0
+        self.batches: dict[int, int] = {}
+
+    def add(self, texts: int, queue_ns: int, compute_ns: int) -> None:
+        self.requests += 1
+        self.texts += texts
+        self.queue_ns += queue_ns
+        self.compute_ns += compute_ns
+        self.batches[texts] = self.batches.get(texts, 0) + 1
+        self.last_ms = time.time_ns() // 1_000_000
+
+    def as_triton(self) -> dict[str, Any]:
+        return {"model_stats": [{
+            "name": MODEL_NAME, "version": "1", "last_inference": self.last_ms,
+            "inference_count": self.texts, "execution_count": self.requests,
+            "inference_stats": {"success": {"count": self.requests, "ns": self.queue_ns + self.compute_ns},
+                                "queue": {"count": self.requests, "ns": self.queue_ns},
+                                "compute_infer": {"count": self.requests, "ns": self.compute_ns}},
+            "batch_stats": [{"batch_size": size, "compute_infer": {"count": count}}
+                            for size, count in sorted(self.batches.items())],
+        }]}  # fmt: skip
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Triton's clients expect
     pipeline: Any = None
     lock = threading.Lock()
+    stats = _Stats()
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the load generator sends thousands
         pass
@@ -72,6 +101,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200)
         elif self.path == f"/v2/models/{MODEL_NAME}":
             self._reply(200, _METADATA)
+        elif self.path == f"/v2/models/{MODEL_NAME}/config":
+            self._reply(200, _CONFIG)
+        elif self.path == f"/v2/models/{MODEL_NAME}/stats":
+            with self.lock:
+                self._reply(200, self.stats.as_triton())
         else:
             self._reply(404, {"error": f"naive server: no route {self.path}"})
 
@@ -86,8 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, struct.error) as e:
             self._reply(400, {"error": f"naive server: {e}"})
             return
+        arrived = time.perf_counter_ns()
         with self.lock:  # the naive part: one pipeline call at a time, whatever the concurrency
+            started = time.perf_counter_ns()
             answers = self.pipeline(texts)
+            self.stats.add(len(texts), started - arrived, time.perf_counter_ns() - started)
         n = len(texts)
         self._reply(
             200,
@@ -105,12 +142,23 @@ _METADATA = {
     "name": MODEL_NAME,
     "versions": ["1"],
     "platform": "transformers_pipeline",
-    "inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}],
+    "inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}],  # [batch, 1] like the ensemble
     "outputs": [
         {"name": "LABEL", "datatype": "BYTES", "shape": [-1, 1]},
         {"name": "SCORE", "datatype": "FP32", "shape": [-1, 1]},
     ],
 }
+
+
+# The same interface as Triton's text_classifier ensemble (which batches up to 32; this server never does).
+_CONFIG = {
+    "name": MODEL_NAME,
+    "platform": "transformers_pipeline",
+    "max_batch_size": 32,
+    "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}],
+    "output": [{"name": "LABEL", "data_type": "TYPE_STRING", "dims": [1]},
+               {"name": "SCORE", "data_type": "TYPE_FP32", "dims": [1]}],
+}  # fmt: skip
 
 
 def serve(model_dir: str, port: int, device: str = "cpu") -> None:
