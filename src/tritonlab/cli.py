@@ -1,4 +1,4 @@
-"""The `tritonlab` command: up, down, status, logs, doctor, lab."""
+"""The `tritonlab` command: up, down, status, logs, doctor, lab, bench."""
 
 from __future__ import annotations
 
@@ -315,6 +315,84 @@ def grade(
     console.print(f"[bold]{len(grades)} submissions graded in {minutes * 60:.0f} s "
                   f"({len(grades) / minutes:.1f}/min)[/]; grades: {course / 'grades.csv'}, "
                   f"feedback: {course / 'feedback'}")  # fmt: skip
+
+
+def parse_shapes(values: list[str]) -> dict[str, list[int]]:
+    """--shape NAME:d1,d2 (repeatable) as {NAME: [d1, d2]}."""
+    shapes = {}
+    for value in values:
+        name, sep, dims = value.partition(":")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            sep = ""
+        if not name or not sep:
+            raise TritonLabError(f"cannot read --shape {value!r}", fix="write NAME:d1,d2, e.g. --shape input_ids:128")
+    return shapes
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="The model to measure.")],
+    tool: Annotated[str, typer.Option(help="auto (perf_analyzer if installed), perf_analyzer or builtin.")] = "auto",
+    concurrency: Annotated[
+        str, typer.Option(help='Levels: "1:32:x2" (doubling), "1:16:4" (start:end:step), "1,4,16" or "8".')
+    ] = "1:32:x2",
+    rate: Annotated[
+        list[float] | None, typer.Option(help="Request rate per second (open loop), instead of concurrency.")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
+    duration: Annotated[float, typer.Option(help="Seconds measured per level.")] = 3.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of load before each measurement (builtin).")] = 1.0,
+    url: Annotated[str | None, typer.Option(help="HTTP URL of the server (default: newest tritonlab server).")] = None,
+    grpc_url: Annotated[str | None, typer.Option(help="gRPC URL, for a server tritonlab did not start.")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:d1,d2 for an input with -1 dims.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per request.")] = 1,
+    label: Annotated[str, typer.Option(help="Name of what is measured (e.g. a config variant).")] = "",
+    stability: Annotated[float, typer.Option(help="perf_analyzer's stability percentage (-s).")] = 10.0,
+    slo: Annotated[float | None, typer.Option(help="p99 latency SLO in ms: report the best level under it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    save: Annotated[Path | None, typer.Option(help="Append the rows to this JSON results file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write throughput vs p99 latency to this PNG.")] = None,
+) -> None:
+    """Measure a model's throughput and latency at several loads (perf_analyzer or the builtin generator)."""
+    from tritonlab.bench import plot_curve, run_bench
+    from tritonlab.server import registry
+
+    try:
+        if url is None:
+            records = registry.records()
+            if not records:
+                raise TritonLabError("no running server", fix="start one with `tritonlab up` (or pass --url)")
+            newest = max(records, key=lambda r: r.started_at)
+            url, grpc_url = newest.http_url, grpc_url or newest.grpc_url
+        table = run_bench(
+            url, model, tool=tool, concurrency=concurrency, request_rate=rate or None, protocol=protocol,
+            duration_s=duration, warmup_s=warmup, shapes=parse_shapes(shape or []), batch_size=batch_size,
+            label=label, progress=not as_json, save_to=save, grpc_url=grpc_url, stability_percentage=stability,
+        )  # fmt: skip
+    except TritonLabError as e:
+        raise fail(e) from None
+    if plot is not None:
+        plot_curve(table, slo_ms=slo, save_to=plot)
+    best = table.best_under_slo(slo) if slo is not None else None
+    if as_json:
+        result = table.to_dict()
+        if slo is not None:
+            result["slo_p99_ms"], result["best_under_slo"] = slo, best.to_dict() if best else None
+        print(json.dumps(result), flush=True)
+        return
+    out = console if console.is_terminal else Console(width=160)  # a pipe or log: no 80-column squeeze
+    out.print(table.rich_table())
+    if slo is not None:
+        if best is None:
+            out.print(f"[yellow]no level meets p99 <= {slo:g} ms[/]")
+        else:
+            out.print(f"best under p99 <= {slo:g} ms: [bold]{best.load}[/] {best.throughput:,.1f} infer/s "
+                          f"(p99 {best.p99_ms:.2f} ms)")  # fmt: skip
+    for path, what in ((save, "results"), (plot, "plot")):
+        if path is not None:
+            out.print(f"{what}: {path}")
 
 
 course_app = typer.Typer(help="Build and check the student notebooks (labs/) from solutions/.", no_args_is_help=True)

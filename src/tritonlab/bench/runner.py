@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonlab.bench.inputs import InputSet
-from tritonlab.bench.loadgen import PROTOCOLS, progress_visible, run_loadgen
+from tritonlab.bench.loadgen import PROTOCOLS, prefer_classic_grpc_client, progress_visible, run_loadgen
 from tritonlab.bench.perf_analyzer import find_perf_analyzer, run_perf_analyzer
 from tritonlab.bench.stats import host_port, model_stats_reader
 from tritonlab.bench.table import BenchRow, BenchTable
@@ -160,40 +160,42 @@ def run_bench(
     else:
         levels = [(level, None) for level in parse_concurrency(concurrency)]
     chosen = choose_tool(tool)
+    if chosen == "builtin" and protocol == "grpc":
+        prefer_classic_grpc_client()  # before anything below imports grpc
     if save_to is not None and Path(save_to).exists():
         BenchTable.load(save_to)  # a file we could not append to fails now, not after the whole run
     http_url, grpc_address = resolve_endpoints(target, grpc_url, need_grpc=protocol == "grpc")
-    url = grpc_address if protocol == "grpc" else http_url
-    assert url is not None
+    url = (grpc_address or "") if protocol == "grpc" else http_url
     if not isinstance(inputs, InputSet):
         inputs = InputSet.from_model(http_url, model, shapes=shapes, arrays=inputs)
     inputs.batch(batch_size)  # a batch size the model cannot take fails here, before any load
     stats_reader = model_stats_reader(http_url, model)
 
     rows: list[BenchRow] = []
-    if chosen == "perf_analyzer":
-        with tempfile.TemporaryDirectory(prefix="tritonlab-bench-") as tmp:
-            input_data = inputs.write_perf_analyzer_json(Path(tmp) / "inputs.json")  # the builtin's exact values
-            for concurrency_level, rate in _with_progress(levels, progress, f"perf_analyzer {label or model}"):
-                rows += run_perf_analyzer(
-                    url, model, protocol=protocol, concurrency=[concurrency_level or 1],
-                    request_rate=[rate] if rate is not None else None, measurement_interval_ms=int(duration_s * 1000),
-                    input_data=input_data, batch_size=batch_size, stats_reader=stats_reader,
-                    stability_percentage=stability_percentage, label=label,
+    try:
+        if chosen == "perf_analyzer":
+            with tempfile.TemporaryDirectory(prefix="tritonlab-bench-") as tmp:
+                input_data = inputs.write_perf_analyzer_json(Path(tmp) / "inputs.json")  # the builtin's exact values
+                for concurrency_level, rate in _with_progress(levels, progress, f"perf_analyzer {label or model}"):
+                    rows += run_perf_analyzer(
+                        url, model, protocol=protocol, concurrency=[concurrency_level or 1],
+                        request_rate=[rate] if rate is not None else None,
+                        measurement_interval_ms=int(duration_s * 1000), input_data=input_data, batch_size=batch_size,
+                        stats_reader=stats_reader, stability_percentage=stability_percentage, label=label,
+                    )  # fmt: skip
+        else:
+            for concurrency_level, rate in levels:
+                rows.append(
+                    run_loadgen(
+                        url, model, inputs, protocol=protocol, concurrency=concurrency_level, request_rate=rate,
+                        duration_s=duration_s, warmup_s=warmup_s, batch_size=batch_size, stats_reader=stats_reader,
+                        progress=progress, label=label,
+                    )
                 )  # fmt: skip
-    else:
-        for concurrency_level, rate in levels:
-            rows.append(
-                run_loadgen(
-                    url, model, inputs, protocol=protocol, concurrency=concurrency_level, request_rate=rate,
-                    duration_s=duration_s, warmup_s=warmup_s, batch_size=batch_size, stats_reader=stats_reader,
-                    progress=progress, label=label,
-                )
-            )  # fmt: skip
-    table = BenchTable(rows)
-    if save_to is not None:
-        append_results(save_to, table)
-    return table
+    finally:
+        if save_to is not None and rows:  # levels measured before a failure are kept, too
+            append_results(save_to, rows)
+    return BenchTable(rows)
 
 
 def _with_progress(levels: list[Any], progress: bool, desc: str) -> Any:

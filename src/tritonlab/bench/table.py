@@ -211,22 +211,29 @@ class BenchTable:
     _COLUMNS = ("label", "tool", "proto", "load", "batch", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
                 "avg ms", "requests", "errors", "srv batch")  # fmt: skip
 
-    def _cells(self, row: BenchRow) -> list[str]:
-        avg_batch = row.server_avg_batch
-        return [row.label, row.tool, row.protocol, row.load, str(row.batch_size), f"{row.throughput:,.1f}",
-                f"{row.p50_ms:.2f}", f"{row.p90_ms:.2f}", f"{row.p95_ms:.2f}", f"{row.p99_ms:.2f}",
-                f"{row.avg_ms:.2f}", str(row.requests), str(row.errors),
-                "" if avg_batch is None else f"{avg_batch:.2f}"]  # fmt: skip
+    def _table_cells(self) -> tuple[list[str], list[list[str]]]:
+        """Column names and cell texts; no label column when nothing is labelled."""
+        cells = []
+        for row in self.rows:
+            avg_batch = row.server_avg_batch
+            cells.append([row.label, row.tool, row.protocol, row.load, str(row.batch_size), f"{row.throughput:,.1f}",
+                          f"{row.p50_ms:.2f}", f"{row.p90_ms:.2f}", f"{row.p95_ms:.2f}", f"{row.p99_ms:.2f}",
+                          f"{row.avg_ms:.2f}", str(row.requests), str(row.errors),
+                          "" if avg_batch is None else f"{avg_batch:.2f}"])  # fmt: skip
+        if any(row.label for row in self.rows):
+            return list(self._COLUMNS), cells
+        return list(self._COLUMNS[1:]), [row[1:] for row in cells]
 
     def rich_table(self) -> Any:
         from rich.table import Table
 
+        columns, cells = self._table_cells()
         models = sorted({r.model for r in self.rows})
-        table = Table(*self._COLUMNS, title=", ".join(models) or None)
-        for column in table.columns[4:]:
-            column.justify = "right"
-        for row in self.rows:
-            table.add_row(*self._cells(row))
+        table = Table(title=", ".join(models) or None)
+        for name in columns:
+            table.add_column(name, justify="left" if name in ("label", "tool", "proto", "load") else "right")
+        for row in cells:
+            table.add_row(*row)
         return table
 
     def __str__(self) -> str:
@@ -234,14 +241,13 @@ class BenchTable:
 
         buffer = io.StringIO()
         Console(file=buffer, width=200, color_system=None, force_terminal=False).print(self.rich_table())
-        return buffer.getvalue().rstrip()
+        return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).strip("\n")
 
     def __repr__(self) -> str:
         return f"<BenchTable {len(self.rows)} rows>\n{self}"
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self._COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r)) + "</tr>" for r in self.rows
-        )
+        columns, cells = self._table_cells()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
