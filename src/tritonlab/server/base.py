@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from urllib.parse import quote
 
 from tritonlab.errors import ModelLoadError, PortInUseError, ServerStartError, TritonLabError
 from tritonlab.server import logparse
@@ -328,9 +329,23 @@ class Server(abc.ABC):
         self._shared_clients.clear()
 
     # ------------------------------------------------------------------ repository API and statistics
+    # Plain HTTP + JSON (the v2 protocol) rather than tritonclient.http: these calls then need no gevent, which
+    # some machines lack (the H200 one, for instance), and they are exactly what the REST API documents.
+    def _call(self, method: str, path: str, payload: Any = None, timeout: float = 60.0) -> Any:
+        """Send JSON, return parsed JSON; a non-200 answer raises InferenceServerException with Triton's message."""
+        from tritonclient.utils import InferenceServerException
+
+        body = json.dumps(payload).encode() if payload is not None else None
+        status, raw = self._http(method, path, body=body, timeout=timeout)
+        answer = json.loads(raw) if raw else {}
+        if status != 200:
+            message = answer.get("error", raw.decode(errors="replace")) if isinstance(answer, dict) else str(answer)
+            raise InferenceServerException(msg=message, status=str(status))
+        return answer
+
     def repository_index(self) -> list[dict[str, Any]]:
         """Every model in the repository with its state (and Triton's reason when UNAVAILABLE)."""
-        return self.http_client().get_model_repository_index()
+        return self._call("POST", "/v2/repository/index", {})
 
     def load_model(self, name: str, config: dict[str, Any] | None = None) -> None:
         """Load (or reload) a model; needs model_control_mode='explicit'. Raises ModelLoadError with Triton's reason."""
@@ -338,8 +353,9 @@ class Server(abc.ABC):
 
         self._require_explicit("load")
         log_offset = len(self.logs())  # reasons come only from what Triton logs for this load
+        payload = {"parameters": {"config": json.dumps(config)}} if config else {}
         try:
-            self.http_client().load_model(name, config=json.dumps(config) if config else None)
+            self._call("POST", f"/v2/repository/models/{quote(name, safe='')}/load", payload, timeout=600.0)
         except InferenceServerException as e:
             reason = logparse.model_failures(self.logs()[log_offset:]).get(name) or e.message() or str(e)
             if self.backend != "remote" and not (self.repository / name).is_dir():
@@ -349,7 +365,8 @@ class Server(abc.ABC):
     def unload_model(self, name: str, unload_dependents: bool = False, wait: float = 30.0) -> None:
         """Unload a model and wait until Triton reports it unloaded (explicit mode)."""
         self._require_explicit("unload")
-        self.http_client().unload_model(name, unload_dependents=unload_dependents)
+        payload = {"parameters": {"unload_dependents": unload_dependents}}
+        self._call("POST", f"/v2/repository/models/{quote(name, safe='')}/unload", payload)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             states = {m["name"]: m.get("state") for m in self.repository_index()}
@@ -368,11 +385,15 @@ class Server(abc.ABC):
 
     def model_config(self, name: str, version: str = "") -> dict[str, Any]:
         """The configuration as Triton loaded it (after auto-complete), not the file on disk."""
-        return self.http_client().get_model_config(name, version)
+        return self._call("GET", _model_path(name, version) + "/config")
 
     def model_stats(self, name: str = "", version: str = "") -> dict[str, Any]:
         """/v2/models/<name>/stats: inference_count, execution_count, batch_stats ... (all models if no name)."""
-        return self.http_client().get_inference_statistics(name, version)
+        return self._call("GET", (_model_path(name, version) if name else "/v2/models") + "/stats")
+
+
+def _model_path(name: str, version: str = "") -> str:
+    return f"/v2/models/{quote(name, safe='')}" + (f"/versions/{quote(version, safe='')}" if version else "")
 
 
 class _OwnedServers:
