@@ -51,6 +51,16 @@ def test_torchscript_export_keeps_argument_names_and_generalises_over_batch_and_
         np.testing.assert_allclose(got, clf.logits(texts), atol=lab3.TOLERANCE["fp32"])
 
 
+def test_the_trace_records_no_device_and_runs_in_float16(clf, repo):
+    import torch
+
+    module = torch.jit.load(str(repo / "classifier" / "1" / "model.pt"))
+    assert 'Device = prim::Constant[value="cpu"]' not in str(module.inlined_graph)  # else it fails on a GPU
+    encoded = clf.encode(lab3.SAMPLE_TEXTS)
+    half = lab3.torchscript_logits(repo / "classifier" / "1" / "model.pt", encoded, precision="fp16")
+    np.testing.assert_allclose(half, clf.logits(lab3.SAMPLE_TEXTS), atol=lab3.TOLERANCE["fp16"])
+
+
 def test_both_targets_write_valid_repositories_from_one_config_function(clf, tmp_path):
     for target, key, value in (("embedded", "backend", "python"), ("container", "platform", "pytorch_libtorch")):
         root = lab3.prepare_repository(tmp_path / target, clf, target=target)

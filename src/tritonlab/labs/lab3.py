@@ -194,7 +194,9 @@ def _logits_only_class() -> type:
     class LogitsOnly(torch.nn.Module):
         """forward(input_ids, attention_mask) -> logits: a plain-tensor signature TorchScript and Triton understand.
 
-        Triton's pytorch_libtorch backend matches config inputs to these argument names.
+        Triton's pytorch_libtorch backend matches config inputs to these argument names. The padding mask is
+        turned into the additive 4-D mask here, from tensors only: transformers' own mask code would record the
+        tracing device (and dtype) as constants, and the traced model.pt would then fail on a GPU or in float16.
         """
 
         def __init__(self, model: PreTrainedModel) -> None:
@@ -202,7 +204,12 @@ def _logits_only_class() -> type:
             self.model = model
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            weight = self.model.get_input_embeddings().weight  # follows .to(device, dtype) of the loaded module
+            keep = attention_mask[:, None, None, :] != 0
+            # float16's lowest value is finite in both precisions: masked positions get exp(...) = 0, never NaN.
+            bias = torch.zeros_like(keep, dtype=torch.float32).type_as(weight)
+            bias = bias.masked_fill(~keep, torch.finfo(torch.float16).min)
+            return self.model(input_ids=input_ids, attention_mask=bias).logits
 
     return LogitsOnly
 
