@@ -178,19 +178,23 @@ class HttpTransport:
 
     async def open(self) -> None:
         import aiohttp
+        import yarl
 
         self._errors = (aiohttp.ClientError, TimeoutError)
         self._unreachable = (aiohttp.ClientConnectorError,)
-        # No connection limit: each worker keeps its own keep-alive connection.
-        connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False)
-        # No per-request timeout (a timer per request); the window's end cancels whatever is in flight.
+        self._target = yarl.URL(self.url, encoded=True)  # parsed once, not on every request
+        # No connection limit: each worker keeps its own keep-alive connection. No per-request timeout (a timer
+        # per request): the window's end cancels whatever is in flight. Responses are never compressed.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=["User-Agent"]
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=["User-Agent"],
+            auto_decompress=False,
         )
 
     async def send(self) -> None:
         try:
-            async with self._session.post(self.url, data=self.body, headers=self.headers) as response:
+            async with self._session.post(self._target, data=self.body, headers=self.headers) as response:
                 body = await response.read()
                 if response.status != 200:
                     raise RequestFailed(error_text(body))
