@@ -336,7 +336,7 @@ def bench(
     model: Annotated[str, typer.Argument(help="The model to measure.")],
     tool: Annotated[str, typer.Option(help="auto (perf_analyzer if installed), perf_analyzer or builtin.")] = "auto",
     concurrency: Annotated[
-        str, typer.Option(help='Levels: "1:32:x2" (doubling), "1:16:4" (start:end:step), "1,4,16" or "8".')
+        str, typer.Option(help='Levels: "1:32:x2" (doubling), "1:16:4" (start, end, step), "1,4,16" or "8".')
     ] = "1:32:x2",
     rate: Annotated[
         list[float] | None, typer.Option(help="Request rate per second (open loop), instead of concurrency.")
