@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TOOLS = ("auto", "builtin", "perf_analyzer")
 _RANGE = re.compile(r"^(\d+):(\d+)(?::(x?)(\d+))?$")
-_CONCURRENCY_FIX = 'use "8", "1,4,16", "1:16:4" (1,5,9,13: start:end:step, like perf_analyzer) or "1:32:x2" (doubling)'
+_CONCURRENCY_FIX = 'use "8", "1,4,16", "1:16:4" (1,5,9,13: start, end, step, as perf_analyzer) or "1:32:x2" (doubling)'
 
 
 def parse_concurrency(spec: str | int | Sequence[int]) -> list[int]:
