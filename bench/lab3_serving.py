@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32, help="client batch for the serving-efficiency figure")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-naive", action="store_true", help="skip 2. (its HTTP client needs gevent)")
     args = parser.parse_args()
     kind = "gpu" if args.device == "cuda" else "cpu"
     concurrency = args.concurrency or (64 if kind == "gpu" else 16)
@@ -126,32 +127,38 @@ def main() -> None:
             print(f"dynamic batching at c={concurrency}: {ratio:.2f}x ({gain})", flush=True)
 
             # 2. the naive transformers pipeline vs Triton + dynamic batching, same HTTP client
-            text = {"TEXT": np.array([lab3.SAMPLE_TEXTS[0]], dtype=object)}
-            naive_c = 16
-            with NaiveServer(clf.save_pretrained(Path(tmp) / "naive"), device=args.device) as naive:
-                naive_rows = [run_bench(naive.http_url, lab3.ENSEMBLE, tool="builtin", protocol="http",
-                                        concurrency=naive_c, inputs=text, progress=False, **common).rows[0]
-                              for _ in range(args.reps)]  # fmt: skip
-            triton = measure(server, lab3.ENSEMBLE, args.reps, protocol="http", concurrency=naive_c, inputs=text,
-                             **common)  # fmt: skip
-            naive = summarise(naive_rows)
-            versus = round(triton["throughput"] / naive["throughput"], 2)
-            results["naive_baseline"] = {"concurrency": naive_c, "protocol": "http", "naive": naive,
-                                         "triton_ensemble": triton, "throughput_ratio": versus}  # fmt: skip
-            print(f"Triton ensemble vs naive pipeline at c={naive_c}: {results['naive_baseline']}", flush=True)
+            if not args.no_naive:
+                text = {"TEXT": np.array([lab3.SAMPLE_TEXTS[0]], dtype=object)}
+                naive_c = 16
+                with NaiveServer(clf.save_pretrained(Path(tmp) / "naive"), device=args.device) as naive:
+                    naive_rows = [run_bench(naive.http_url, lab3.ENSEMBLE, tool="builtin", protocol="http",
+                                            concurrency=naive_c, inputs=text, progress=False, **common).rows[0]
+                                  for _ in range(args.reps)]  # fmt: skip
+                triton = measure(server, lab3.ENSEMBLE, args.reps, protocol="http", concurrency=naive_c, inputs=text,
+                                 **common)  # fmt: skip
+                naive = summarise(naive_rows)
+                versus = round(triton["throughput"] / naive["throughput"], 2)
+                results["naive_baseline"] = {"concurrency": naive_c, "protocol": "http", "naive": naive,
+                                             "triton_ensemble": triton, "throughput_ratio": versus}  # fmt: skip
+                print(f"Triton ensemble vs naive pipeline at c={naive_c}: {results['naive_baseline']}", flush=True)
 
             # 3. serving efficiency at client batch B
             best = {}
-            for c in (2, 4, 8):
-                best[c] = measure(server, lab3.CLASSIFIER, args.reps, protocol="grpc", concurrency=c, inputs=sample,
-                                  batch_size=args.batch, **common)  # fmt: skip
+            for instances in (1, 2):  # a second instance overlaps one batch's host work with another's compute
+                variant = lab3.Variant(f"batching, {instances} instance(s)", max_queue_delay_us=0, instances=instances)
+                lab3.load_variant(server, variant, kind=kind)
+                for c in (2, 4, 8, 16):
+                    best[f"{instances} instance(s), c={c}"] = measure(
+                        server, lab3.CLASSIFIER, args.reps, protocol="grpc", concurrency=c, inputs=sample,
+                        batch_size=args.batch, **common,
+                    )  # fmt: skip
         # in-process reference after the server stopped, so nothing else competes for the device
         reference = in_process(model_pt, clf, args.batch, args.device, args.seconds)
         top = max(best.values(), key=lambda r: r["throughput"])
         results["serving_efficiency"] = {
             "batch": args.batch,
             "in_process_samples_per_s": round(reference, 1),
-            "triton_by_concurrency": best,
+            "triton_by_config": best,
             "triton_best_samples_per_s": top["throughput"],
             "fraction": round(top["throughput"] / reference, 2),
         }
