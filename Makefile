@@ -34,6 +34,8 @@ labs: setup
 bench: setup
 	$(PY) bench/server_startup.py
 	$(PY) bench/grading.py
+	$(PY) bench/loadgen_vs_perf_analyzer.py
+	$(PY) bench/lab3_serving.py --out bench/results/cpu_lab3_serving.json
 
 doctor: setup
 	$(VENV)/bin/tritonlab doctor

@@ -42,5 +42,5 @@ def test_answers_like_the_model_with_json_and_binary_tensors(tmp_path):
 
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
-    with pytest.raises(ServerStartError, match="config.json is missing"):
+    with pytest.raises(ServerStartError, match=r"config\.json is missing"):
         NaiveServer(tmp_path).start()
