@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import importlib.metadata
+import json
 import math
 import os
 import sys
@@ -157,52 +159,84 @@ class GrpcTransport:
 
 
 class HttpTransport:
-    """POST /v2/models/M/infer through aiohttp with one prebuilt binary-tensor body."""
+    """POST /v2/models/M/infer with one prebuilt binary-tensor request, over keep-alive asyncio connections.
+
+    The whole request (request line, headers, JSON header, tensor bytes) is built once, by the v2 protocol's
+    binary tensor extension; each send writes those bytes and reads one response (status line, headers,
+    Content-Length body) on a connection of its own from a small pool. aiohttp cost 300-800 µs of client CPU
+    per request on a 2-core machine (0.67-0.80 of perf_analyzer's throughput); this costs about a tenth of it.
+    """
 
     def __init__(self, url: str, model: str, inputs: InputSet, batch_size: int):
-        import tritonclient.http as httpclient
-
-        host, port = host_port(url)
-        self.address = f"http://{host}:{port}"
-        self.url = f"{self.address}/v2/models/{quote(model, safe='')}/infer"
-        infer_inputs = []
-        for name, array in inputs.batch(batch_size).items():
-            infer_input = httpclient.InferInput(name, list(array.shape), inputs.datatypes[name])
-            infer_input.set_data_from_numpy(array, binary_data=True)
-            infer_inputs.append(infer_input)
-        outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in inputs.outputs] or None
-        self.body, json_size = httpclient.InferenceServerClient.generate_request_body(infer_inputs, outputs=outputs)
-        self.headers = {"Content-Type": "application/octet-stream"}
-        if json_size is not None:  # the binary tensor extension: JSON header, then raw tensor bytes
-            self.headers["Inference-Header-Content-Length"] = str(json_size)
+        self.host, self.port = host_port(url)
+        self.address = f"http://{self.host}:{self.port}"
+        path = f"/v2/models/{quote(model, safe='')}/infer"
+        arrays = inputs.batch(batch_size)
+        tensors = [tensor_bytes(array, inputs.datatypes[name]) for name, array in arrays.items()]
+        header = {
+            "inputs": [
+                {"name": name, "shape": list(array.shape), "datatype": inputs.datatypes[name],
+                 "parameters": {"binary_data_size": len(raw)}}
+                for (name, array), raw in zip(arrays.items(), tensors, strict=True)
+            ],
+        }  # fmt: skip
+        if inputs.outputs:
+            header["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in inputs.outputs]
+        json_header = json.dumps(header, separators=(",", ":")).encode()
+        body = json_header + b"".join(tensors)
+        self.request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Inference-Header-Content-Length: {len(json_header)}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     async def open(self) -> None:
-        import aiohttp
-        import yarl
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._all: list[asyncio.StreamWriter] = []
 
-        self._errors = (aiohttp.ClientError, TimeoutError)
-        self._unreachable = (aiohttp.ClientConnectorError,)
-        self._target = yarl.URL(self.url, encoded=True)  # parsed once, not on every request
-        # No connection limit: each worker keeps its own keep-alive connection. No per-request timeout (a timer
-        # per request): the window's end cancels whatever is in flight. Responses are never compressed.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=["User-Agent"],
-            auto_decompress=False,
-        )
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._idle:
+            return self._idle.pop()
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as e:
+            raise RequestFailed(f"cannot connect to {self.address}: {e.strerror or e}", unreachable=True) from None
+        self._all.append(writer)
+        return reader, writer
 
     async def send(self) -> None:
+        reader, writer = await self._connection()
         try:
-            async with self._session.post(self._target, data=self.body, headers=self.headers) as response:
-                body = await response.read()
-                if response.status != 200:
-                    raise RequestFailed(error_text(body))
-        except self._errors as e:
-            raise RequestFailed(f"{type(e).__name__}: {e}", isinstance(e, self._unreachable)) from None
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = _content_length(head)
+            body = await reader.readexactly(length) if length else b""
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+            writer.close()
+            raise RequestFailed(f"{type(e).__name__}: {e}") from None
+        self._idle.append((reader, writer))
+        if status != 200:
+            raise RequestFailed(error_text(body))
 
     async def close(self) -> None:
-        await self._session.close()
+        for writer in self._all:
+            writer.close()
+        for writer in self._all:
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+        self._all.clear()
+        self._idle.clear()
+
+
+def _content_length(head: bytes) -> int:
+    start = head.lower().find(b"\r\ncontent-length:")
+    if start < 0:
+        if b"chunked" in head.lower():
+            raise ValueError("the server answered with a chunked body, which this client does not read")
+        return 0
+    start += len(b"\r\ncontent-length:")
+    return int(head[start : head.index(b"\r\n", start)])
 
 
 Transport = GrpcTransport | HttpTransport
