@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32, help="client batch for the serving-efficiency figure")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--no-naive", action="store_true", help="skip 2. (its HTTP client needs gevent)")
+    parser.add_argument("--no-naive", action="store_true", help="skip 2. (the naive baseline)")
     args = parser.parse_args()
     kind = "gpu" if args.device == "cuda" else "cpu"
     concurrency = args.concurrency or (64 if kind == "gpu" else 16)

@@ -136,6 +136,7 @@ def run_bench(
     shapes: Mapping[str, list[int]] | None = None,
     batch_size: int = 1,
     label: str = "",
+    config: dict[str, Any] | None = None,
     progress: bool = True,
     save_to: str | Path | None = None,
     grpc_url: str | None = None,
@@ -148,7 +149,8 @@ def run_bench(
     by default inputs are generated from the model's configuration (``shapes`` fills -1 dims). ``tool="auto"``
     uses perf_analyzer when installed (its measurement window = ``duration_s``; it has its own stabilisation
     instead of ``warmup_s``, controlled by ``stability_percentage``), else the builtin generator.
-    With ``save_to``, rows are appended to that JSON results file.
+    With ``save_to``, rows are appended to that JSON results file. ``config`` (the model configuration
+    measured, e.g. a lab 3 Variant as a dict) is stored on every row.
     """
     if protocol not in PROTOCOLS:
         raise TritonLabError(f"protocol={protocol!r} is not supported", fix="use 'grpc' or 'http'")
@@ -193,6 +195,8 @@ def run_bench(
                     )
                 )  # fmt: skip
     finally:
+        for row in rows:
+            row.config = config
         if save_to is not None and rows:  # levels measured before a failure are kept, too
             append_results(save_to, rows)
     return BenchTable(rows)

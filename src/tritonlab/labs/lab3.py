@@ -87,6 +87,20 @@ def _fixed_length(tokenizer: Tokenizer, seq_len: int) -> Tokenizer:
     return tokenizer
 
 
+def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """The classifier's two inputs for ``texts``, as the tokenizer model sends them."""
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+
+
+def parameter_bytes(module: torch.nn.Module) -> int:
+    """Bytes the weights of ``module`` take (a transformers model or a loaded TorchScript file)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 @dataclass
 class TextClassifier:
     """A sequence classifier with its tokenizer: the model the lab deploys, and the reference it is checked against."""
@@ -103,14 +117,10 @@ class TextClassifier:
 
     @property
     def parameter_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return parameter_bytes(self.model)
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        encodings = self.backend_tokenizer.encode_batch(list(texts))
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        }
+        return encode(self.backend_tokenizer, texts)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """The in-process answer: transformers' model on this process's CPU, float32."""
@@ -415,12 +425,12 @@ def prepare_repository(
 ) -> Path:
     """Lay out tokenizer -> classifier -> postprocess and the ensemble ``text_classifier``.
 
-    classifier/1/model.pt is yours to export (``export_torchscript`` or the lab's exercise); it is copied from
-    ``dest``'s sibling only if you pass a repository that already has one.
+    classifier/1/model.pt is yours to export (``export_torchscript``, or the lab's exercise).
     """
     dest = Path(dest)
     _write(dest / TOKENIZER / "config.pbtxt", config_text(_tokenizer_config(clf.seq_len)))
-    shutil.copyfile(ASSETS / "tokenizer.py", _mkparents(dest / TOKENIZER / "1" / "model.py"))
+    (dest / TOKENIZER / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ASSETS / "tokenizer.py", dest / TOKENIZER / "1" / "model.py")
     clf.backend_tokenizer.save(str(dest / TOKENIZER / "1" / "tokenizer.json"))
     config = classifier_config(target, variant=variant, kind=kind, num_labels=len(clf.labels), seq_len=clf.seq_len)
     _write(dest / CLASSIFIER / "config.pbtxt", config_text(config))
@@ -431,15 +441,11 @@ def prepare_repository(
     elif embedded_py.exists():
         embedded_py.unlink()  # pytorch_libtorch serves model.pt itself
     _write(dest / POSTPROCESS / "config.pbtxt", config_text(_postprocess_config(clf.labels)))
-    shutil.copyfile(ASSETS / "postprocess.py", _mkparents(dest / POSTPROCESS / "1" / "model.py"))
+    (dest / POSTPROCESS / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ASSETS / "postprocess.py", dest / POSTPROCESS / "1" / "model.py")
     _write(dest / ENSEMBLE / "config.pbtxt", config_text(_ensemble_config(clf.labels)))
     (dest / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)  # an ensemble needs a version folder, empty
     return dest
-
-
-def _mkparents(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # ---------------------------------------------------------------- measuring
@@ -478,6 +484,7 @@ def sweep(
     from tritonlab.bench import BenchTable, run_bench
 
     table = BenchTable([])
+    inputs = benchmark_inputs(clf)
     for variant in variants:
         load_variant(server, variant, kind=kind)
         rows = run_bench(
@@ -487,24 +494,14 @@ def sweep(
             concurrency=list(concurrency) if not isinstance(concurrency, str) else concurrency,
             duration_s=duration_s,
             warmup_s=warmup_s,
-            inputs=benchmark_inputs(clf),
+            inputs=inputs,
             label=variant.name,
+            config=variant.as_dict(),
             progress=progress,
+            save_to=save_to,
         )
-        for row in rows:
-            row.config = variant.as_dict()
         table.extend(rows)
-    if save_to is not None:
-        _append_results(table, Path(save_to))
     return table
-
-
-def _append_results(table: BenchTable, path: Path) -> None:
-    from tritonlab.bench import BenchTable
-
-    existing = BenchTable.load(path) if path.exists() else BenchTable([])
-    existing.extend(table)
-    existing.save(path)
 
 
 def memory_report(server: Server, model: str = CLASSIFIER) -> dict[str, Any]:

@@ -19,12 +19,13 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 MODEL_NAME = "text_classifier"
 
@@ -180,6 +181,7 @@ class NaiveServer:
         self.device = device
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None
         self.port = 0
 
     @property
@@ -198,9 +200,12 @@ class NaiveServer:
             )
         (self.port,) = free_ports(1)
         command = [sys.executable, "-m", __name__, "--model-dir", str(self.model_dir), "--port", str(self.port)]
+        # A file, not a pipe: nobody reads a pipe after start-up, and the server's tracebacks for connections the
+        # load generator drops at each window's end would fill it and block the server.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; closed by stop())
         self.process = subprocess.Popen(
             [*command, "--device", self.device],
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent_preexec(),
             start_new_session=True,
@@ -210,7 +215,8 @@ class NaiveServer:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                self.log.seek(0)
+                output = self.log.read().decode(errors="replace")
                 raise ServerStartError(
                     f"the naive server exited with code {self.process.returncode}:\n{output[-2000:]}",
                     fix="check that the model directory was written by clf.save_pretrained",
@@ -230,9 +236,10 @@ class NaiveServer:
         if self.process is not None and self.process.poll() is None:
             stop_process_tree(self.process.pid, None, grace=5.0)
             self.process.wait(timeout=10)
-        if self.process is not None and self.process.stdout:
-            self.process.stdout.close()
-        self.process = None
+        if self.log is not None:
+            self.log.close()
+        self.process = self.log = None
+        atexit.unregister(self.stop)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -337,11 +337,13 @@ class Server(abc.ABC):
 
         body = json.dumps(payload).encode() if payload is not None else None
         status, raw = self._http(method, path, body=body, timeout=timeout)
-        answer = json.loads(raw) if raw else {}
         if status != 200:
-            message = answer.get("error", raw.decode(errors="replace")) if isinstance(answer, dict) else str(answer)
+            try:
+                message = json.loads(raw)["error"]
+            except (ValueError, KeyError, TypeError):  # not Triton's {"error": ...}: quote the body as it came
+                message = raw.decode(errors="replace") or f"HTTP {status}"
             raise InferenceServerException(msg=message, status=str(status))
-        return answer
+        return json.loads(raw) if raw else {}
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Every model in the repository with its state (and Triton's reason when UNAVAILABLE)."""

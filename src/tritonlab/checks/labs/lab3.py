@@ -3,7 +3,7 @@ and benchmark results that agree with the server's own statistics."""
 
 from __future__ import annotations
 
-import hashlib
+import filecmp
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,9 @@ def torchscript_export(ctx: Context) -> str:
     "lab3_container_repo/classifier/1/.",
 )
 def container_repository(ctx: Context) -> str:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     from tritonlab.labs.lab3 import CLASSIFIER
     from tritonlab.model_config import validate
 
@@ -97,11 +100,11 @@ def container_repository(ctx: Context) -> str:
     report = validate(repo)
     if not report.valid:
         raise Fail(f"{repo} is not valid:\n" + "\n".join(str(f) for f in report.errors[:3]))
-    config = (repo / CLASSIFIER / "config.pbtxt").read_text()
-    if 'platform: "pytorch_libtorch"' not in config:
-        raise Fail(f'{repo}/{CLASSIFIER}/config.pbtxt should say platform: "pytorch_libtorch"')
+    config = text_format.Parse((repo / CLASSIFIER / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    if config.platform != "pytorch_libtorch":
+        raise Fail(f'{repo}/{CLASSIFIER}/config.pbtxt has platform {config.platform!r}, expected "pytorch_libtorch"')
     served = _model_pt(ctx, f"{CONTAINER_REPO}/{CLASSIFIER}/1/model.pt")
-    if hashlib.sha256(served.read_bytes()).digest() != hashlib.sha256(_model_pt(ctx).read_bytes()).digest():
+    if not filecmp.cmp(served, _model_pt(ctx), shallow=False):
         raise Fail("the container's model.pt is not the file you exported to lab3_repo: one artifact, two ways")
     return "valid; classifier runs the same model.pt on the pytorch_libtorch platform"
 
@@ -141,11 +144,7 @@ def outputs_correct(ctx: Context) -> str:
     on_gpu = any(g.get("kind") == "KIND_GPU" for g in config.get("instance_group", []))
     precision = config.get("parameters", {}).get("precision", {}).get("string_value") or ("fp16" if on_gpu else "fp32")
     tokenizer = Tokenizer.from_file(str(ctx.path(f"{REPO}/{lab3.TOKENIZER}/1/tokenizer.json")))
-    encodings = tokenizer.encode_batch(lab3.SAMPLE_TEXTS)
-    encoded = {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-    }
+    encoded = lab3.encode(tokenizer, lab3.SAMPLE_TEXTS)
     want = lab3.torchscript_logits(_model_pt(ctx), encoded)  # float32 on this CPU: the in-process answer
     got = np.asarray(outputs["LOGITS"], dtype=np.float32)
     if got.shape != want.shape:
@@ -204,13 +203,14 @@ def _check_row(row: Any) -> str | None:
         return f"percentiles out of order (p50 {row.p50_ms}, p90 {row.p90_ms}, p95 {row.p95_ms}, p99 {row.p99_ms})"
     if row.tool != "builtin":
         return None  # perf_analyzer's stats cover its whole run, not only the window it reports
-    if abs(row.throughput - row.requests / row.window_s) > 0.01 * row.throughput + 0.5:
-        return f"throughput {row.throughput:.1f}/s is not requests/window = {row.requests}/{row.window_s:.2f} s"
+    if abs(row.throughput - row.requests * row.batch_size / row.window_s) > 0.01 * row.throughput + 0.5:
+        return (f"throughput {row.throughput:.1f}/s is not requests x batch / window = "
+                f"{row.requests} x {row.batch_size} / {row.window_s:.2f} s")  # fmt: skip
     if row.server_stats is not None:
         served = row.server_requests
         # Requests finished by the server but not yet seen by the client, at either edge of the window.
         slack = 2 * (row.concurrency or 0) + 2 + 0.01 * row.requests
-        if served is None or abs(served - row.requests * row.batch_size) > slack * row.batch_size:
+        if served is None or abs(served - row.requests) > slack:  # Triton counts requests, whatever their batch
             return f"the client counted {row.requests} requests, the server {served} in the same window"
     return None
 
@@ -332,8 +332,9 @@ def naive_baseline(ctx: Context) -> str:
 def model_memory(ctx: Context) -> str:
     import torch
 
-    module = torch.jit.load(str(_model_pt(ctx)), map_location="cpu")
-    want = sum(p.numel() * p.element_size() for p in module.parameters())
+    from tritonlab.labs.lab3 import parameter_bytes
+
+    want = parameter_bytes(torch.jit.load(str(_model_pt(ctx)), map_location="cpu"))
     submitted = int(ctx.value("param_bytes"))
     if submitted != want:
         raise Fail(f"you computed {submitted} bytes; model.pt's parameters take {want} bytes")
