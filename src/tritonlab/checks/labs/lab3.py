@@ -236,17 +236,17 @@ def benchmark_consistent(ctx: Context) -> str:
     measured = [r for r in rows if r.model == CLASSIFIER and r.server_stats]
     if not measured:
         raise Fail(f"no row for {CLASSIFIER} carries the server's statistics")
+    from tritonlab.bench.stats import snapshot
+
     last = measured[-1].server_stats["after"]
-    live = _model_stats(ctx, CLASSIFIER)
+    live = snapshot({"model_stats": [_model_stats(ctx, CLASSIFIER)]})  # the very counters the benchmark recorded
     for key in ("success_count", "execution_count"):
-        now = int(live.get("inference_stats", {}).get("success", {}).get("count", 0)) if key == "success_count" else (
-            int(live.get(key, 0)))  # fmt: skip
-        if now < int(last.get(key, 0)):
+        if live[key] < int(last.get(key, 0)):
             raise Fail(
-                f"the last row says the server had {last.get(key)} {key.replace('_', ' ')}s; it has {now}: was it "
-                "measured on another server (or reloaded since)? Re-run the confirm run."
+                f"the last row says the server had {last.get(key)} {key.replace('_', ' ')}s; it has {live[key]}: was "
+                "it measured on another server (or reloaded since)? Re-run the confirm run."
             )
-    if int(live.get("last_inference", 0)) < int(last.get("last_inference", 0)):
+    if live["last_inference"] < int(last.get("last_inference", 0)):
         raise Fail("the last row's last inference is newer than the server's own: that run was not on this server")
     return f"{len(rows)} rows consistent; the last one matches the live server's statistics"
 
@@ -259,6 +259,7 @@ def benchmark_consistent(ctx: Context) -> str:
     "the highest throughput whose p99 is within the SLO; load it on the server.",
 )
 def slo_choice(ctx: Context) -> str:
+    from tritonlab.bench import BenchTable
     from tritonlab.labs.lab3 import CLASSIFIER, Variant
 
     slo = float(ctx.value("slo_p99_ms"))
@@ -268,7 +269,7 @@ def slo_choice(ctx: Context) -> str:
     mine = next((r for r in rows if r.label == chosen), None)
     if mine is None:
         raise Fail(f"no measurement labelled {chosen!r} at concurrency {LOAD_CONCURRENCY} in {RESULTS}")
-    baseline = [r for r in rows if r.config.get("max_queue_delay_us") is None and r.config.get("instances", 1) == 1]
+    baseline = [r for r in rows if not Variant(**r.config).batching and r.config.get("instances", 1) == 1]
     if not baseline:
         raise Fail(f"no no-batching measurement (one instance) at concurrency {LOAD_CONCURRENCY} to compare with")
     if mine.p99_ms > slo:
@@ -278,8 +279,7 @@ def slo_choice(ctx: Context) -> str:
     if ratio < MARGIN:
         raise Fail(f"{chosen!r} does {mine.throughput:.0f}/s, only {ratio:.2f}x no batching ({base.throughput:.0f}/s); "
                    f"expected at least {MARGIN}x")  # fmt: skip
-    within = [r for r in rows if r.p99_ms <= slo]
-    best = max(within, key=lambda r: r.throughput)
+    best = BenchTable(rows).best_under_slo(slo)  # not None: the chosen row itself meets the SLO
     if mine.throughput < 0.95 * best.throughput:
         raise Fail(f"{best.label!r} meets the SLO too and does {best.throughput:.0f}/s, more than {chosen!r} "
                    f"({mine.throughput:.0f}/s)")  # fmt: skip
