@@ -20,15 +20,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
+_OWN_PID_NAMESPACE = os.readlink("/proc/self/ns/pid") if os.path.exists("/proc/self/ns/pid") else None
+
+
 def tritonserver_pids() -> set[int]:
+    """tritonserver processes of this machine's pid namespace (a container's servers are counted by the docker
+    tests through their labels, not here) whose binary was staged by this test session (another pytest
+    running on the same machine stages into its own temp dir, so the two do not see each other's servers)."""
+    session_root = os.environ.get("TRITONLAB_TEST_ROOT", "")
     pids = set()
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "tritonserver":
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    pids.add(proc.pid)
-            except psutil.Error:
-                pass
+    for proc in psutil.process_iter(["name", "exe"]):
+        if proc.info["name"] != "tritonserver":
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if _OWN_PID_NAMESPACE and os.readlink(f"/proc/{proc.pid}/ns/pid") != _OWN_PID_NAMESPACE:
+                continue
+        except (psutil.Error, OSError):
+            continue
+        if session_root and not (proc.info.get("exe") or "").startswith(session_root):
+            continue
+        pids.add(proc.pid)
     return pids
 
 
@@ -47,6 +60,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cache = tmp_path_factory.mktemp("tritonlab-cache")
     old = os.environ.get("TRITONLAB_CACHE_DIR")
     os.environ["TRITONLAB_CACHE_DIR"] = str(cache)
+    os.environ["TRITONLAB_TEST_ROOT"] = str(tmp_path_factory.getbasetemp())
     yield cache
     if old is None:
         os.environ.pop("TRITONLAB_CACHE_DIR", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -39,7 +40,9 @@ def up(
     http_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
     grpc_port: Annotated[int | None, typer.Option()] = None,
     metrics_port: Annotated[int | None, typer.Option()] = None,
-    backend: Annotated[str | None, typer.Option(help="embedded (default) or remote.")] = None,
+    backend: Annotated[str | None, typer.Option(help="embedded (default), docker or remote.")] = None,
+    image: Annotated[str | None, typer.Option(help="docker: image (default: the manifest's CPU image).")] = None,
+    gpus: Annotated[str | None, typer.Option(help="docker: 'all', a count, or device ids (a,b).")] = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Leave it running; stop with `tritonlab down`.")
     ] = False,
@@ -49,11 +52,18 @@ def up(
     """Start a Triton server on 127.0.0.1 and wait until it is ready."""
     from tritonlab.server import create_server
 
+    docker_options: dict[str, object] = {}
+    if image:
+        docker_options["image"] = image
+    if gpus:
+        docker_options["gpus"] = int(gpus) if gpus.isdigit() else gpus
+    if docker_options and (backend or os.environ.get("TRITONLAB_BACKEND")) != "docker":
+        raise fail(TritonLabError("--image and --gpus apply to the docker backend", fix="add --backend docker"))
     try:
         server = create_server(
             repo, backend=backend, model_control_mode=model_control_mode,  # type: ignore[arg-type]
             models=load_model or (), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-            startup_timeout=timeout, detach=detach,
+            startup_timeout=timeout, detach=detach, **docker_options,
         )  # fmt: skip
         server.start()
     except TritonLabError as e:
@@ -62,7 +72,8 @@ def up(
     if as_json:
         print(json.dumps(info), flush=True)
     else:
-        console.print(f"[bold green]Triton is ready[/] (pid {info['pid']}, {info['model_control_mode']} mode)")
+        where = f"container {info['container'][:12]}" if info.get("container") else f"pid {info['pid']}"
+        console.print(f"[bold green]Triton is ready[/] ({where}, {info['model_control_mode']} mode)")
         for key in ("http_url", "grpc_url", "metrics_url", "repository", "log_path"):
             console.print(f"  {key:<12} {info[key]}")
     if detach:
@@ -417,6 +428,49 @@ def course_check() -> None:
     if stale:
         raise fail(TritonLabError(f"labs/ is out of date for: {', '.join(stale)}", fix="tritonlab course build"))
     console.print("labs/ is up to date with solutions/")
+
+
+image_app = typer.Typer(help="The CPU Triton image for the docker backend, built with no registry.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild every step, ignoring the cache.")] = False,
+    mirror: Annotated[str | None, typer.Option(help="Debian mirror for debootstrap (default: the manifest's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """debootstrap a Debian base, install the pinned wheels, tag it from env/versions.toml (cached)."""
+    from tritonlab.container.image import ImageSpec, build_image
+
+    try:
+        report = build_image(ImageSpec.from_manifest(mirror), force=force, say=err.print if as_json else console.print)
+    except TritonLabError as e:
+        raise fail(e) from None
+    if as_json:
+        print(json.dumps({"tag": report.tag, "id": report.image_id, "cached": report.cached,
+                          "seconds": round(report.seconds, 2), "steps": report.steps}))  # fmt: skip
+    else:
+        console.print(f"[bold green]built[/] {report.summary()}")
+
+
+@image_app.command("status")
+def image_status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Whether the CPU image (and its base) is in the Docker engine."""
+    from tritonlab.container.image import image_status
+
+    try:
+        info = image_status()
+    except TritonLabError as e:
+        raise fail(e) from None
+    if as_json:
+        print(json.dumps(info))
+        return
+    if info["present"]:
+        console.print(f"{info['tag']}: present ({info['id'][7:19]}, {info['size_mb']} MB)")
+    else:
+        console.print(f"{info['tag']}: [yellow]not built[/] (run `tritonlab image build`)")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Run a real Triton Inference Server: embedded (no Docker, no GPU needed), or an existing one by URL.
+"""Run a real Triton Inference Server: embedded (no Docker, no GPU needed), in a Docker container, or an existing
+one by URL.
 
     from tritonlab.server import start_server
     with start_server("my_repo", model_control_mode="explicit") as server:
@@ -16,14 +17,16 @@ from typing import Any
 
 from tritonlab.errors import TritonLabError
 from tritonlab.server.base import MODEL_CONTROL_MODES, Server
+from tritonlab.server.container import DockerServer
 from tritonlab.server.embedded import EmbeddedServer
 from tritonlab.server.remote import RemoteServer
 
-BACKENDS: dict[str, type[Server]] = {"embedded": EmbeddedServer, "remote": RemoteServer}
+BACKENDS: dict[str, type[Server]] = {"embedded": EmbeddedServer, "docker": DockerServer, "remote": RemoteServer}
 
 __all__ = [
     "BACKENDS",
     "MODEL_CONTROL_MODES",
+    "DockerServer",
     "EmbeddedServer",
     "RemoteServer",
     "Server",

@@ -78,8 +78,17 @@ def records() -> list[ServerRecord]:
         if record.pid is not None and not record.process_alive():
             record.remove()
             continue
+        if record.backend == "docker" and _container_exists(record) is False:
+            record.remove()
+            continue
         found.append(record)
     return found
+
+
+def _container_exists(record: ServerRecord) -> bool | None:
+    from tritonlab.container import engine
+
+    return engine.container_exists(record.extra["container"], record.extra.get("docker_host"))
 
 
 def get(server_id: str) -> ServerRecord | None:
@@ -103,8 +112,26 @@ def stop(record: ServerRecord, grace: float = 10.0) -> bool:
     stopped = False
     if record.pid is not None:
         stopped = stop_process_tree(record.pid, record.create_time, grace)
+    elif record.backend == "docker":
+        from tritonlab.container import engine
+
+        stopped = engine.remove_by_id(record.extra["container"], record.extra.get("docker_host"), grace=2.0)
     record.remove()
     return stopped
+
+
+def stray_containers() -> list[object]:
+    """Containers labelled as tritonlab's (started with this cache dir) that no registry entry accounts for."""
+    from tritonlab.container import engine
+
+    if not engine.engine_configured():
+        return []
+    try:
+        client = engine.connect(timeout=10)
+    except engine.DockerUnavailable:
+        return []
+    known = {r.extra.get("container") for r in records() if r.backend == "docker"}
+    return [c for c in engine.own_containers(client) if c.id not in known]
 
 
 def stop_orphans(grace: float = 10.0) -> list[ServerRecord]:
@@ -132,5 +159,10 @@ def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerReco
         for proc in stray_tritonservers():
             if stop_process_tree(proc.pid, proc.create_time(), grace):
                 strays += 1
+        from tritonlab.container import engine
+
+        for container in stray_containers():
+            engine.remove(container, grace=2.0)
+            strays += 1
     sweep_orphaned_shm()  # regions of servers that died hard before anyone called down
     return stopped, skipped, strays
