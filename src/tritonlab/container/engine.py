@@ -91,12 +91,19 @@ def own_containers(client: docker.DockerClient, *, any_cache: bool = False) -> l
     return client.containers.list(all=True, filters=filters)
 
 
-def remove(container: Any, grace: float = 2.0) -> None:
-    """Stop (SIGTERM, then SIGKILL after ``grace`` s) and remove; a container already gone is fine."""
+def stop(container: Any, grace: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` s; a container already stopped or gone is fine."""
     import docker.errors
 
     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
         container.stop(timeout=max(0, round(grace)))
+
+
+def remove(container: Any, grace: float = 2.0) -> None:
+    """Stop (SIGTERM, then SIGKILL after ``grace`` s) and remove; a container already gone is fine."""
+    import docker.errors
+
+    stop(container, grace)
     with contextlib.suppress(docker.errors.NotFound):
         try:
             container.remove(force=True, v=True)

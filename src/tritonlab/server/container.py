@@ -55,6 +55,11 @@ class DockerServer(Server):
         **options: Any,
     ):
         super().__init__(repository, **options)
+        if not _valid_gpus(gpus):
+            raise TritonLabError(
+                f"gpus={gpus!r} is not a GPU selection",
+                fix="use gpus='all' (or True), a count such as 2, or device ids such as '0,1' or ['0', '1']",
+            )
         self.gpus = gpus
         self.image = image or os.environ.get("TRITONLAB_IMAGE") or default_image(bool(gpus))
         self.shm_size = shm_size
@@ -220,13 +225,16 @@ class DockerServer(Server):
 
     def _remove_container(self) -> None:
         if self._container is not None:
-            if self._log_path is not None:
-                self._save_log()
             # SIGTERM, then SIGKILL after 1 s: stubs and shared memory die with the container's namespace anyway.
-            engine.remove(self._container, grace=1)
+            engine.stop(self._container, grace=1)
+            self._save_log()
+            engine.remove(self._container, grace=0)
 
     def _save_log(self) -> None:
-        # The reaper follows the log into the file; write the whole log once more so nothing is cut at the end.
+        # The reaper follows the log into the file as it grows; once the container has stopped, write the whole
+        # log so the file ends with the shutdown lines whatever the reaper managed to copy.
+        if self._log_path is None:
+            return
         text = self._container_logs()
         if text and self._log_path is not None:
             self._log_path.write_text(text)
@@ -281,6 +289,16 @@ class DockerServer(Server):
         if self._record is not None:
             self._record.remove()
             self._record = None
+
+
+def _valid_gpus(gpus: object) -> bool:
+    if gpus is None or gpus is False or gpus is True or gpus == "all":
+        return True
+    if isinstance(gpus, int):
+        return gpus > 0
+    ids = gpus.split(",") if isinstance(gpus, str) else gpus
+    return isinstance(ids, list | tuple) and bool(ids) and all(str(i).strip().isdigit() or str(i).startswith("GPU-")
+                                                               for i in ids)  # fmt: skip
 
 
 def _host_port(container: Any, container_port: int) -> int:

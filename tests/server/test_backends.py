@@ -1,4 +1,7 @@
-"""The embedded backend against a real tritonserver 2.51.0 from the nvidia-pytriton wheel."""
+"""Every owned backend against a real tritonserver 2.51.0: embedded (the nvidia-pytriton wheel's binary) and docker
+(the same server in the CPU image `tritonlab image build` makes, on a real Docker engine). Each test runs once per
+backend through the ``backend`` fixture, which sets TRITONLAB_BACKEND: a learner who picks docker gets the same
+verdicts."""
 
 from __future__ import annotations
 
@@ -47,10 +50,20 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_start_infer_http_and_grpc_stats_show_requests_then_stop():
+def server_gone(server) -> bool:
+    """The process (embedded) or the container (docker) no longer exists."""
+    if server.backend == "docker":
+        from tritonlab.container import engine
+
+        return engine.container_exists(server.container_id) is False
+    return not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_start_infer_http_and_grpc_stats_show_requests_then_stop(backend):
     a = np.arange(8, dtype=np.float32).reshape(2, 4)
     b = np.ones((2, 4), dtype=np.float32)
     server = start_server()
+    assert server.backend == backend
     try:
         assert server.is_live() and server.is_ready() and server.model_ready("add_sub")
         http_result = server.http_client().infer("add_sub", add_sub_inputs(httpclient, a, b))
@@ -64,18 +77,28 @@ def test_start_infer_http_and_grpc_stats_show_requests_then_stop():
         assert int(stats["inference_stats"]["success"]["count"]) == 2
         assert server.metadata()["version"] == "2.51.0"
         assert "nv_inference_request_success" in server.metrics_text()
-        assert "Started HTTPService at 127.0.0.1" in server.logs()
-        pid = server.pid
-        assert registry.get(str(pid)) is not None
+        assert "Started HTTPService at" in server.logs()
+        record = next(r for r in registry.records() if r.http_url == server.http_url)
+        assert record.backend == backend
     finally:
         server.stop()
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert server_gone(server)
     assert not server.is_live()
-    assert registry.get(str(pid)) is None
+    assert registry.get(record.id) is None
+    assert "Started HTTPService at" in Path(server.log_path).read_text()  # the log outlives the server
     server.stop()  # idempotent
 
 
-def test_all_sockets_bound_to_loopback(server):
+def test_every_published_port_listens_on_loopback_only(backend):
+    with start_server() as server:
+        ports = {server.http_port, server.grpc_port, server.metrics_port}
+        listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        ours = [(c.laddr.ip, c.laddr.port) for c in listening if c.laddr.port in ports]
+        assert {port for _, port in ours} == ports
+        assert all(is_loopback(ip) for ip, _ in ours), ours
+
+
+def test_all_sockets_of_the_embedded_server_bound_to_loopback(server):
     addresses = listening_addresses(server.pid)
     ports = {port for _, port in addresses}
     assert {server.http_port, server.grpc_port, server.metrics_port} <= ports
@@ -89,7 +112,7 @@ def is_loopback(ip: str) -> bool:
     return (mapped or address).is_loopback
 
 
-def test_two_servers_side_by_side_on_free_ports(example_repo):
+def test_two_servers_side_by_side_on_free_ports(example_repo, backend):
     with start_server() as first, start_server(example_repo) as second:
         ports_first = {first.http_port, first.grpc_port, first.metrics_port}
         ports_second = {second.http_port, second.grpc_port, second.metrics_port}
@@ -101,7 +124,7 @@ def test_two_servers_side_by_side_on_free_ports(example_repo):
         assert first.model_stats("add_sub")["model_stats"][0]["inference_count"] == 1
 
 
-def test_explicit_mode_loads_and_unloads_through_the_api(example_repo):
+def test_explicit_mode_loads_and_unloads_through_the_api(example_repo, backend):
     with start_server(example_repo, model_control_mode="explicit") as server:
         assert server.is_ready()
         assert not server.model_ready("add_sub")
@@ -117,7 +140,7 @@ def test_explicit_mode_loads_and_unloads_through_the_api(example_repo):
         assert {m["name"]: m for m in server.repository_index()}["add_sub"]["state"] == "UNAVAILABLE"
 
 
-def test_explicit_mode_loads_named_models_at_start(example_repo):
+def test_explicit_mode_loads_named_models_at_start(example_repo, backend):
     shutil.copytree(example_repo / "add_sub", example_repo / "other")
     config = example_repo / "other" / "config.pbtxt"
     config.write_text(config.read_text().replace('name: "add_sub"', 'name: "other"'))
@@ -125,7 +148,7 @@ def test_explicit_mode_loads_named_models_at_start(example_repo):
         assert server.model_ready("other") and not server.model_ready("add_sub")
 
 
-def test_explicit_load_of_a_broken_model_quotes_triton(example_repo):
+def test_explicit_load_of_a_broken_model_quotes_triton(example_repo, backend):
     add_broken_model(example_repo)
     with start_server(example_repo, model_control_mode="explicit") as server:
         with pytest.raises(ModelLoadError) as caught:
@@ -143,7 +166,7 @@ def test_api_load_needs_explicit_mode(server):
 
 
 @pytest.mark.parametrize("mode", ["none", "poll"])
-def test_broken_model_at_start_raises_with_tritons_reason(example_repo, mode):
+def test_broken_model_at_start_raises_with_tritons_reason(example_repo, mode, backend):
     add_broken_model(example_repo)
     with pytest.raises(ModelLoadError) as caught:
         start_server(example_repo, model_control_mode=mode)
@@ -153,7 +176,7 @@ def test_broken_model_at_start_raises_with_tritons_reason(example_repo, mode):
     assert "broken" in str(error) and error.log_path and Path(error.log_path).is_file()
 
 
-def test_unparseable_config_names_file_line_and_column(example_repo):
+def test_unparseable_config_names_file_line_and_column(example_repo, backend):
     config = example_repo / "add_sub" / "config.pbtxt"
     config.write_text(
         config.read_text().replace('dims: [ 4 ] },\n  { name: "INPUT1"', 'dims: [ 4 },\n  { name: "INPUT1"')
@@ -165,7 +188,7 @@ def test_unparseable_config_names_file_line_and_column(example_repo):
     assert "Expected" in reason and ":" in reason.split("ModelConfig:")[1]
 
 
-def test_poll_mode_picks_up_a_new_model(example_repo):
+def test_poll_mode_picks_up_a_new_model(example_repo, backend):
     with start_server(example_repo, model_control_mode="poll", poll_interval=1) as server:
         assert not server.model_ready("added")
         staging = example_repo.parent / "added"
@@ -176,7 +199,7 @@ def test_poll_mode_picks_up_a_new_model(example_repo):
         assert wait_for(lambda: server.model_ready("added"), timeout=30)
 
 
-def test_requested_port_in_use_is_a_clear_error():
+def test_requested_port_in_use_is_a_clear_error(backend):
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
@@ -191,7 +214,7 @@ def test_requested_port_in_use_is_a_clear_error():
         holder.close()
 
 
-def test_requested_ports_are_used():
+def test_requested_ports_are_used(backend):
     from tritonlab.server.ports import free_ports
 
     http, grpc, metrics = free_ports(3)
@@ -200,7 +223,7 @@ def test_requested_ports_are_used():
         assert server.is_ready()
 
 
-def test_missing_repository_is_a_clear_error(tmp_path):
+def test_missing_repository_is_a_clear_error(tmp_path, backend):
     with pytest.raises(TritonLabError, match="does not exist"):
         start_server(tmp_path / "nope")
 
@@ -214,7 +237,7 @@ def test_bad_options_are_rejected_before_starting():
         EmbeddedServer(extra_args=["--http-address=0.0.0.0"])
 
 
-def test_extra_args_reach_triton():
+def test_extra_args_reach_triton(backend):
     with start_server(extra_args=["--metrics-config=summary_latencies=true"]) as server:
         a = np.ones((1, 4), dtype=np.float32)
         server.http_client().infer("add_sub", add_sub_inputs(httpclient, a, a))
