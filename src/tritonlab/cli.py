@@ -1,4 +1,4 @@
-"""The `tritonlab` command: up, down, status, logs, doctor, lab, bench."""
+"""The `tritonlab` command: up, down, status, logs, doctor, lab, bench, monitor."""
 
 from __future__ import annotations
 
@@ -405,6 +405,10 @@ def bench(
         if path is not None:
             out.print(f"{what}: {path}")
 
+
+from tritonlab.monitor.cli import monitor_app  # noqa: E402 (light: typer only; the rest loads on use)
+
+app.add_typer(monitor_app, name="monitor")
 
 course_app = typer.Typer(help="Build and check the student notebooks (labs/) from solutions/.", no_args_is_help=True)
 app.add_typer(course_app, name="course")
