@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -61,3 +62,27 @@ def test_released_lab_passes_no_checkpoint_and_fails_only_where_expected(lab, tm
     assert unexpected == []
     if run.results:
         assert run.errors, "a starter with checkpoints should fail somewhere"
+
+
+DOCKER_LABS = ["01_setup", "02_repository"]
+
+
+@pytest.mark.parametrize("lab", DOCKER_LABS)
+def test_solution_passes_every_checkpoint_on_the_docker_backend(lab, tmp_path, cpu_image, no_leaked_containers,
+                                                                monkeypatch):  # fmt: skip
+    """A learner who picks docker (TRITONLAB_BACKEND=docker) gets the same verdicts from the same notebook."""
+    from tritonlab.container import engine
+
+    monkeypatch.setenv("TRITONLAB_BACKEND", "docker")
+    notebook = shutil.copy(REPO_ROOT / "solutions" / f"{lab}.ipynb", tmp_path)
+    started_at = int(time.time()) - 1
+    run = run_notebook(notebook, tmp_path)
+    assert run.errors == [], run.errors
+    failing = {cid: (r.status, r.message) for cid, r in run.results.items() if r.status != Status.PASS}
+    assert failing == {}
+    assert run.results, "the notebook ran no checkpoint"
+    # The servers the notebook started were containers (the engine saw them start), not embedded processes.
+    client = engine.connect()
+    events = client.events(since=started_at, until=int(time.time()) + 1, decode=True,
+                           filters={"type": "container", "event": "start", "label": engine.LABEL})  # fmt: skip
+    assert [e for e in events if e["Actor"]["Attributes"].get(engine.LABEL_CACHE) == str(engine.cache_dir())]

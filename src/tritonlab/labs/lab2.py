@@ -2,13 +2,15 @@
 
 The pipeline the learner assembles into an ensemble:  RAW --scale--> FEATURES --classifier--> LOGITS --argmax--> LABEL
 ``classifier`` has two versions with different weights; the checks compute the right answers with the functions
-below, which the served model.py files also call.
+below. The served model.py files are self-contained (numpy only, the classifier's weights written into them from
+WEIGHTS) so the same repository serves on the embedded server and inside a container.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from string import Template
 
 import numpy as np
 
@@ -47,7 +49,14 @@ def prepare_repository(dest: str | Path) -> Path:
         shutil.copyfile(ASSETS / f"{name}.py", dest / name / "1" / "model.py")
         shutil.copyfile(ASSETS / f"{name}.pbtxt", dest / name / "config.pbtxt")
     (dest / "classifier" / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ASSETS / "classifier_v1.py", dest / "classifier" / "1" / "model.py")
+    (dest / "classifier" / "1" / "model.py").write_text(classifier_source(1))
     (dest / "pipeline" / "1").mkdir(parents=True, exist_ok=True)  # an ensemble has no file, but needs a version
-    shutil.copyfile(ASSETS / "classifier_v2.py", dest / "classifier_v2.py")  # for the versions exercise
+    (dest / "classifier_v2.py").write_text(classifier_source(2))  # for the versions exercise
     return dest
+
+
+def classifier_source(version: int) -> str:
+    """model.py of classifier version ``version``, with its weights from WEIGHTS written in."""
+    weights, bias = WEIGHTS[version]
+    template = Template((ASSETS / "classifier.py.tmpl").read_text())
+    return template.substitute(version=version, weights=weights.tolist(), bias=bias.tolist())
