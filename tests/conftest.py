@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,92 +81,40 @@ def no_leaked_servers() -> Iterator[None]:
 DOCKER_TIMINGS: dict[str, float] = {}  # reported at the end of the run (the docker part's time budget)
 
 
-def _start_private_dockerd(root: Path) -> tuple[subprocess.Popen, str]:
-    """dockerd with its data root, exec root, pidfile and socket in ``root``: no system state is touched."""
-    socket_path = root / "docker.sock"
-    log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - closed with the daemon
-    proc = subprocess.Popen(
-        ["dockerd", f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}", f"--pidfile={root / 'dockerd.pid'}",
-         f"--host=unix://{socket_path}", "--iptables=true"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    return proc, f"unix://{socket_path}"
-
-
-def _stop_by_pid(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # dockerd stops its containerd and unmounts its layers on SIGTERM
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _system_engine() -> str | None:
-    socket_path = "/var/run/docker.sock"
-    if not os.path.exists(socket_path):
-        return None
-    try:
-        import docker
-
-        docker.DockerClient(base_url=f"unix://{socket_path}", version="auto", timeout=5).ping()
-        return f"unix://{socket_path}"
-    except Exception:
-        return None
-
-
 @pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def docker_engine() -> Iterator[str]:
     """A real Docker engine for the session: $TRITONLAB_TEST_DOCKER_HOST or a running system engine if there is one
     (reused, never stopped: a second daemon would fight it over the docker0 bridge), else a private dockerd started
-    here (root needed) and stopped by PID at the end. Asserts no tritonlab container is left."""
-    given = os.environ.get("TRITONLAB_TEST_DOCKER_HOST") or _system_engine()
-    proc = None
-    old_host = os.environ.get("DOCKER_HOST")
+    here (root needed; data root in a temp dir) and stopped by PID at the end. Asserts no tritonlab container is
+    left."""
+    from tritonlab.container import dockerd, engine
+
     t0 = time.monotonic()
-    if given:
-        host = given
-    elif shutil.which("dockerd") and os.geteuid() == 0:
-        scratch = "/var/tmp" if os.path.isdir("/var/tmp") else None  # not a small /tmp tmpfs: images are big
-        proc, host = _start_private_dockerd(Path(tempfile.mkdtemp(prefix="tritonlab-dockerd-", dir=scratch)))
-    else:
-        message = "no Docker engine: install docker.io and run as root, or set TRITONLAB_TEST_DOCKER_HOST"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ["DOCKER_HOST"] = host
-    try:
-        import docker
-
-        deadline = time.monotonic() + 90
-        while True:
+    old_host = os.environ.get("DOCKER_HOST")
+    with contextlib.ExitStack() as stack:
+        host = os.environ.get("TRITONLAB_TEST_DOCKER_HOST") or dockerd.system_engine()
+        if host is None:
             try:
-                docker.DockerClient(base_url=host, version="auto").ping()
-                break
-            except Exception as e:
-                if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
-                    log = (Path(host.removeprefix("unix://")).parent / "dockerd.log") if proc else None
-                    raise AssertionError(f"dockerd did not come up:\n{log.read_text()[-3000:] if log else e}") from e
-                time.sleep(0.2)
+                host = stack.enter_context(dockerd.private_dockerd())
+            except engine.DockerUnavailable as e:
+                if os.environ.get("CI"):
+                    pytest.fail(f"no Docker engine for the docker tests: {e}")
+                pytest.skip(f"no Docker engine: {e.message} ({e.fix})")
         DOCKER_TIMINGS["dockerd start"] = time.monotonic() - t0
-        yield host
-        from tritonlab.container import engine
-
-        client = engine.connect(host)
-        left = engine.own_containers(client, any_cache=True)
-        for container in left:
-            engine.remove(container, grace=0)
-        assert left == [], f"containers left behind by the suite: {[c.name for c in left]}"
-    finally:
-        DOCKER_TIMINGS["docker total"] = time.monotonic() - t0
-        if old_host is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = old_host
-        if proc is not None:
-            _stop_by_pid(proc)
-            shutil.rmtree(Path(host.removeprefix("unix://")).parent, ignore_errors=True)
+        os.environ["DOCKER_HOST"] = host
+        try:
+            yield host
+            client = engine.connect(host)
+            left = engine.own_containers(client, any_cache=True)
+            for container in left:
+                engine.remove(container, grace=0)
+            assert left == [], f"containers left behind by the suite: {[c.name for c in left]}"
+        finally:
+            if old_host is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = old_host
+    DOCKER_TIMINGS["docker total"] = time.monotonic() - t0
 
 
 @pytest.fixture(scope="session")
