@@ -157,9 +157,26 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return request.param
 
 
+def _uses_docker(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return "docker_engine" in getattr(item, "fixturenames", ()) or params.get("backend") == "docker"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Add up the time of every test that runs on Docker (setup, call, teardown): the docker part's budget."""
+    t0 = time.monotonic()
+    yield
+    if _uses_docker(item):
+        DOCKER_TIMINGS["docker tests (incl. engine start and image build)"] = (
+            DOCKER_TIMINGS.get("docker tests (incl. engine start and image build)", 0.0) + time.monotonic() - t0
+        )
+        DOCKER_TIMINGS["docker test count"] = DOCKER_TIMINGS.get("docker test count", 0) + 1
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if DOCKER_TIMINGS:
-        parts = ", ".join(f"{k} {v:.1f} s" for k, v in DOCKER_TIMINGS.items())
+        parts = ", ".join(f"{k} {v:.1f} s" if "count" not in k else f"{k} {v:.0f}" for k, v in DOCKER_TIMINGS.items())
         terminalreporter.write_line(f"docker: {parts}")
 
 

@@ -162,3 +162,13 @@ def test_logs_available_during_and_after_the_run(example_repo):
 def test_bad_gpus_value_is_an_error_before_docker_is_asked():
     with pytest.raises(TritonLabError):
         DockerServer(gpus=-3).start()
+
+
+@pytest.mark.parametrize(
+    ("gpus", "count", "ids"), [("all", -1, None), (True, -1, None), (2, 2, None), ("0,1", None, ["0", "1"])]
+)
+def test_gpu_selection_becomes_the_engines_device_request(gpus, count, ids):
+    # The request docker-py sends (the engine here has no NVIDIA runtime to honour it: see the test above).
+    (request,) = DockerServer(gpus=gpus)._device_requests()
+    assert request["Capabilities"] == [["gpu"]]
+    assert request.get("Count") == count if count is not None else request["DeviceIDs"] == ids
