@@ -133,8 +133,12 @@ def _parse(tool: Tool, tokens: list[str], report: CommandReport) -> None:
         name, has_inline, inline = token.partition("=")
         flag = _resolve(tool, name, report)
         values: list[str] = [inline] if has_inline else []
-        # collect the values that follow, as argparse would (anything not looking like a flag)
-        while not has_inline and i < len(tokens) and (not tokens[i].startswith("-") or _is_number(tokens[i])):
+        # take the values that follow as argparse would: as many as the flag's arity allows (all for an unknown
+        # flag, whose values are skipped), stopping at anything that looks like a flag
+        limit = {0: 0, 1: 1, "?": 1}.get(flag.arity, len(tokens)) if flag is not None else len(tokens)
+        if flag is not None and flag.arity == 0:
+            limit = 1  # a value after a switch is reported below, not as a stray positional
+        while not has_inline and len(values) < limit and i < len(tokens) and _is_value(tokens[i]):
             values.append(tokens[i])
             i += 1
         if flag is None:
@@ -184,6 +188,10 @@ def _missing_value(used: str, flag: Flag) -> str:
     if flag.choices:
         return f"{used} needs a value, one of {', '.join(flag.choices)}"
     return f"{used} needs a value"
+
+
+def _is_value(token: str) -> bool:
+    return not token.startswith("-") or _is_number(token)
 
 
 def _is_number(text: str, integer: bool = False) -> bool:
