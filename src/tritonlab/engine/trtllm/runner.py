@@ -1,10 +1,11 @@
 """Run a build plan where TensorRT-LLM exists: installed here, or in the TRT-LLM container through docker-py.
 
 ``where="local"`` runs the commands with this machine's ``trtllm-build`` and a TensorRT-LLM 1.2.x checkout's
-``examples/``; ``where="docker"`` runs both phases in one one-shot container of the manifest's TRT-LLM image
-(``[trtllm] image``) with all GPUs, the model, checkpoint and engine directories bind-mounted at the same paths,
-and the output streamed line by line. ``"auto"`` picks local when ``trtllm-build`` is on PATH, else docker. The
-engine directory is validated against the plan afterwards. Without either, the error says what is needed.
+``examples/``; ``where="docker"`` runs both phases in one one-shot container (docker run, done as create + start
+so a container that cannot start is removed) of the manifest's TRT-LLM image (``[trtllm] image``) with the GPUs,
+the model, checkpoint and engine directories bind-mounted at the same paths, and the output streamed line by line
+with the phase it belongs to. ``"auto"`` picks local when ``trtllm-build`` is on PATH, else docker. The engine
+directory is validated against the plan afterwards. Without either, the error says what is needed.
 """
 
 from __future__ import annotations
@@ -180,8 +181,10 @@ def _run_docker(plan: BuildPlan, *, image: str, gpus: str | int, docker_host: st
         _ensure_image(client, image)
         for directory in (plan.checkpoint_dir, plan.engine_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
+        name = f"tritonlab-trtllm-build-{os.getpid()}-{int(time.time())}"
         try:
-            container = client.containers.run(
+            # create + start (docker run, split) so that a container that fails to start is removed below
+            container = client.containers.create(
                 image,
                 ["bash", "-c", container_script(plan)],
                 detach=True,
@@ -193,10 +196,15 @@ def _run_docker(plan: BuildPlan, *, image: str, gpus: str | int, docker_host: st
                     docker.types.Ulimit(name="stack", soft=67108864, hard=67108864),
                 ],
                 labels=engine.owner_labels(os.getpid(), None),
-                name=f"tritonlab-trtllm-build-{os.getpid()}-{int(time.time())}",
+                name=name,
             )
         except docker.errors.APIError as e:
-            raise _start_error(e, gpus, client) from None
+            raise _start_error(e, gpus, docker_host or engine.docker_host()) from None
+        try:
+            container.start()
+        except docker.errors.APIError as e:
+            engine.remove(container, grace=0)
+            raise _start_error(e, gpus, docker_host or engine.docker_host()) from None
         try:
             _stream(container, log)
             code = int(container.wait().get("StatusCode", -1))
@@ -223,10 +231,9 @@ def _ensure_image(client: Any, image: str) -> None:
         ) from None
 
 
-def _start_error(error: Exception, gpus: str | int, client: Any) -> TritonLabError:
+def _start_error(error: Exception, gpus: str | int, host: str) -> TritonLabError:
     text = str(error)
     if "could not select device driver" in text or ("nvidia" in text.lower() and "runtime" in text.lower()):
-        host = getattr(getattr(client, "api", None), "base_url", "the Docker engine")
         return NoGpuRuntime(
             f"the build needs GPUs (gpus={gpus!r}) but the Docker engine at {host} has no NVIDIA runtime: "
             f"{text.splitlines()[0][:300] if text else type(error).__name__}",
