@@ -52,6 +52,7 @@ class DockerServer(Server):
         gpus: bool | int | str | list[str] | None = None,
         shm_size: str = "1g",
         pull: bool = True,
+        mounts: dict[str | Path, str | Path] | None = None,
         **options: Any,
     ):
         super().__init__(repository, **options)
@@ -64,6 +65,8 @@ class DockerServer(Server):
         self.image = image or os.environ.get("TRITONLAB_IMAGE") or default_image(bool(gpus))
         self.shm_size = shm_size
         self.pull = pull
+        # extra host directories the models need (e.g. a TensorRT-LLM engine), bind-mounted read-only at the given path
+        self.mounts = {str(Path(h).expanduser().resolve()): str(c) for h, c in (mounts or {}).items()}
         self.docker_host = engine.docker_host()
         self._docker: Any = None
         self._container: Any = None
@@ -128,6 +131,8 @@ class DockerServer(Server):
             f"{port}/tcp": (self.host, self._requested_ports[key]) if self._requested_ports[key] else (self.host,)
             for key, port in CONTAINER_PORTS.items()
         }
+        volumes = {str(self.repository): {"bind": str(self.repository), "mode": "ro"}}
+        volumes.update({host: {"bind": inside, "mode": "ro"} for host, inside in self.mounts.items()})
         try:
             self._container = self._docker.containers.create(
                 self.image,
@@ -135,7 +140,7 @@ class DockerServer(Server):
                 name=f"tritonlab-{os.getpid()}-{int(time.time() * 1000) % 10**8}",
                 labels=engine.owner_labels(owner, owner_created),
                 ports=published,
-                volumes={str(self.repository): {"bind": str(self.repository), "mode": "ro"}},
+                volumes=volumes,
                 working_dir=str(self.repository),
                 shm_size=self.shm_size,
                 device_requests=self._device_requests(),
