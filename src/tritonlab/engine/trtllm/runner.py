@@ -30,6 +30,7 @@ from tritonlab.server.container import ImageMissing, NoGpuRuntime
 Where = Literal["auto", "local", "docker"]
 Log = Callable[[str], None]
 PHASES = ("convert", "build")
+BUILD_LABEL = "org.tritonlab.trtllm-build"  # value: the pid that started the build
 
 
 class TrtllmUnavailable(TritonLabError):
@@ -195,7 +196,7 @@ def _run_docker(plan: BuildPlan, *, image: str, gpus: str | int, docker_host: st
                     docker.types.Ulimit(name="memlock", soft=-1, hard=-1),
                     docker.types.Ulimit(name="stack", soft=67108864, hard=67108864),
                 ],
-                labels=engine.owner_labels(os.getpid(), None),
+                labels={BUILD_LABEL: str(os.getpid())},  # not a server: `tritonlab down` leaves builds alone
                 name=name,
             )
         except docker.errors.APIError as e:
