@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/grading.py
 	$(PY) bench/loadgen_vs_perf_analyzer.py
 	$(PY) bench/lab3_serving.py --out bench/results/cpu_lab3_serving.json
+	$(PY) bench/prometheus_scrape.py --out bench/results/cpu_prometheus_scrape.json
 
 doctor: setup
 	$(VENV)/bin/tritonlab doctor
