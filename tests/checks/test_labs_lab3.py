@@ -66,6 +66,9 @@ def test_honest_results_are_consistent_and_made_up_ones_are_not(workspace):
         "server counts inflated": lambda rows: [rows[-1]["server_stats"][k].update(
             success_count=rows[-1]["server_stats"][k]["success_count"] + 10**6) for k in ("before", "after")],
         "p99 below p50": lambda rows: rows[0].update(p99_ms=rows[0]["p50_ms"] / 2),
+        "requests doubled, stats reads made slow to widen the slack": lambda rows: [
+            rows[-1].update(throughput=rows[-1]["throughput"] * 2, requests=rows[-1]["requests"] * 2),
+            rows[-1]["server_stats"].update(read_s=[5.0, 5.0])],
     }  # fmt: skip
     for name, tamper in tampers.items():
         original = rewrite(root, tamper)

@@ -298,13 +298,15 @@ async def _open_loop_worker(send: Callable[[], Awaitable[None]], run: _Run, star
         latency(end - sent)
 
 
-async def _read_stats(reader: StatsReader | None) -> tuple[int, dict[str, Any] | None]:
-    """(the time the snapshot stands for, the snapshot): the midpoint of the read, taken in a thread."""
+async def _read_stats(reader: StatsReader | None) -> tuple[int, dict[str, Any] | None, float]:
+    """(the time the snapshot stands for, the snapshot, how long the read took in s): the midpoint of the read,
+    taken in a thread. Requests finishing during the read may fall on either side of the edge."""
     if reader is None:
-        return time.perf_counter_ns(), None
+        return time.perf_counter_ns(), None, 0.0
     before = time.perf_counter_ns()
     stats = await asyncio.get_running_loop().run_in_executor(None, reader)
-    return (before + time.perf_counter_ns()) // 2, stats
+    after = time.perf_counter_ns()
+    return (before + after) // 2, stats, (after - before) / 1e9
 
 
 async def _sleep_until(deadline_ns: int) -> None:
@@ -384,9 +386,9 @@ async def _measure(
         ticker = asyncio.ensure_future(_show_progress(run, bar, start, warmup_s + duration_s))
         try:
             await _sleep_until(start + int(warmup_s * 1e9))
-            window_start, before = await _read_stats(stats_reader)
+            window_start, before, read_before_s = await _read_stats(stats_reader)
             await _sleep_until(window_start + int(duration_s * 1e9))
-            window_end, after = await _read_stats(stats_reader)
+            window_end, after, read_after_s = await _read_stats(stats_reader)
         finally:
             run.running = False
             # Requests still in flight finish after the window: not counted, so cancel rather than wait.
@@ -397,7 +399,13 @@ async def _measure(
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
-        server_stats = {"before": before, "after": after} if before is not None and after is not None else None
+        server_stats = None
+        if before is not None and after is not None:
+            server_stats = {
+                "before": before,
+                "after": after,
+                "read_s": [round(read_before_s, 6), round(read_after_s, 6)],
+            }
         return run, window_start, window_end, server_stats
     finally:
         await transport.close()

@@ -105,7 +105,7 @@ class BenchRow:
         known = {f.name for f in dataclasses.fields(cls)}
         row = cls(**{k: v for k, v in data.items() if k in known})
         if row.server_stats:  # JSON turned batch sizes into strings; make them ints again
-            for snapshot in row.server_stats.values():
+            for snapshot in (row.server_stats.get("before"), row.server_stats.get("after")):
                 if isinstance(snapshot, dict) and "batch_stats" in snapshot:
                     snapshot["batch_stats"] = {int(k): v for k, v in snapshot["batch_stats"].items()}
         return row

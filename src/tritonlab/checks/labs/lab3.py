@@ -16,6 +16,7 @@ RESULTS = "lab3_results.json"
 MODEL_PT = f"{REPO}/classifier/1/model.pt"
 LOAD_CONCURRENCY = 16  # the load level at which the lab compares configurations
 MARGIN = 1.5  # "beats no batching by a real margin": at least this throughput ratio
+MAX_READ_S = 0.5  # a /stats read at a window edge slower than this leaves the request count too uncertain
 
 
 def _model_pt(ctx: Context, relative: str = MODEL_PT) -> Any:
@@ -208,8 +209,13 @@ def _check_row(row: Any) -> str | None:
                 f"{row.requests} x {row.batch_size} / {row.window_s:.2f} s")  # fmt: skip
     if row.server_stats is not None:
         served = row.server_requests
-        # Requests finished by the server but not yet seen by the client, at either edge of the window.
-        slack = 2 * (row.concurrency or 0) + 2 + 0.01 * row.requests
+        # Requests finished by the server but not yet seen by the client, at either edge of the window; and those
+        # finishing while a /stats read was under way (each edge is the read's midpoint: half its length either
+        # side). A read slower than MAX_READ_S makes the row unusable rather than the slack wide.
+        reads = row.server_stats.get("read_s") or [0.0, 0.0]
+        if max(reads) > MAX_READ_S:
+            return f"a server statistics read took {max(reads):.2f} s (the machine was overloaded): measure again"
+        slack = 2 * (row.concurrency or 0) + 2 + 0.01 * row.requests + row.requests / row.window_s * sum(reads) / 2
         if served is None or abs(served - row.requests) > slack:  # Triton counts requests, whatever their batch
             return f"the client counted {row.requests} requests, the server {served} in the same window"
     return None
