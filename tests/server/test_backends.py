@@ -89,6 +89,18 @@ def test_start_infer_http_and_grpc_stats_show_requests_then_stop(backend):
     server.stop()  # idempotent
 
 
+def test_a_killed_server_is_seen_as_down_and_restart_brings_it_back(example_repo, backend):
+    server = start_server(example_repo)
+    try:
+        server.kill()  # SIGKILL, as a crash would
+        assert wait_for(lambda: not server.running, timeout=10)
+        assert not server.is_live()
+        server.restart()
+        assert server.running and server.is_ready() and server.model_ready("add_sub")
+    finally:
+        server.stop()
+
+
 def test_every_published_port_listens_on_loopback_only(backend):
     with start_server() as server:
         ports = {server.http_port, server.grpc_port, server.metrics_port}

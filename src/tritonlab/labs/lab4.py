@@ -12,7 +12,6 @@ must tell. ``alert_drill`` induces each alert's condition on a Triton of its own
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
 import tempfile
@@ -272,15 +271,6 @@ def _watch(
         time.sleep(0.2)
 
 
-def _crash(server: Server) -> None:
-    import os
-    import signal
-
-    if server.pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(server.pid, signal.SIGKILL)  # started in its own session: the group is Triton and its stubs
-
-
 def alert_drill(rules: str | Path, *, fault_s: float = 8.0, down_s: float = 10.0) -> DrillReport:
     """Run the rules on a Prometheus and a Triton of the drill's own, and induce each condition in turn:
     all healthy (nothing may fire), failing requests and a queue (TritonHighErrorRate, TritonHighQueueLatency
@@ -314,7 +304,7 @@ def alert_drill(rules: str | Path, *, fault_s: float = 8.0, down_s: float = 10.0
                 faults = {"TritonHighErrorRate", "TritonHighQueueLatency"}
                 _watch(prom, report, "faults", fault_s, until=faults, forbidden={"TritonDown"}, started=started)
                 stopping.set()
-                _crash(server)  # a crash, not a graceful stop: down at once (a model that raised unloads slowly)
+                server.kill()  # a crash, not a graceful stop: down at once (a model that raised unloads slowly)
                 _watch(prom, report, "server down", down_s, until={"TritonDown"}, forbidden=set(), started=started)
                 states = prom.alert_states()
                 report.not_fired = {name: states.get(name, "inactive") for name in ALERTS if name not in report.fired}

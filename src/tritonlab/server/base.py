@@ -204,6 +204,19 @@ class Server(abc.ABC):
             if self in _started_order:
                 _started_order.remove(self)
 
+    def kill(self) -> None:
+        """Crash the server now (SIGKILL, no graceful unload), as a fault would: for drills and recovery exercises.
+        ``stop()`` still cleans up afterwards; ``restart()`` brings it back."""
+        self._kill()
+
+    def _kill(self) -> None:
+        raise TritonLabError(f"a {self.backend} server cannot be killed from here", fix="stop it where it runs")
+
+    def restart(self) -> Self:
+        """Stop (whatever state the server is in: crashed, hung or running) and start again with the same options."""
+        self.stop()
+        return self.start()
+
     def __enter__(self) -> Self:
         return self.start()
 

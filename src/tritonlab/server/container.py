@@ -9,6 +9,7 @@ removes it if the Python that started it dies without stopping it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -216,6 +217,13 @@ class DockerServer(Server):
             return -1  # removed behind our back (tritonlab down --all, docker rm -f)
         state = self._container.attrs.get("State", {})
         return None if state.get("Running") or state.get("Status") == "created" else int(state.get("ExitCode", -1))
+
+    def _kill(self) -> None:
+        import docker.errors
+
+        if self._container is not None:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # already gone or stopped
+                self._container.kill()
 
     def _terminate(self) -> None:
         self._remove_container()

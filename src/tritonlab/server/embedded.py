@@ -10,8 +10,10 @@ No Docker, no GPU needed. How it must be started (each point was a real failure 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -142,6 +144,12 @@ class EmbeddedServer(Server):
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)  # its own session: Triton and its python stubs
             self._process.wait()
 
     def logs(self, tail: int | None = None) -> str:
