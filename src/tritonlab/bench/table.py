@@ -19,6 +19,7 @@ from typing import Any, overload
 from tritonlab.errors import TritonLabError
 
 FORMAT = "tritonlab.bench/1"
+MAX_STATS_READ_S = 0.5  # a /stats read at a window edge slower than this leaves the request count too uncertain
 
 
 @dataclass
@@ -86,6 +87,38 @@ class BenchRow:
         after = (self.server_stats.get("after") or {}).get("batch_stats", {})
         delta = {int(size): int(count) - int(before.get(size, 0)) for size, count in after.items()}
         return {size: count for size, count in sorted(delta.items()) if count}
+
+    def inconsistency(self) -> str | None:
+        """Why this row disagrees with itself or with the server statistics it recorded, or None if it agrees.
+
+        The checkpoints use it to tell a measured row from an edited one: throughput must be requests x batch /
+        window, percentiles ordered, and (builtin tool) the client's request count must match the server's own
+        count over the same window, within what can honestly differ at its edges.
+        """
+        if self.throughput <= 0 or self.requests <= 0:
+            return "no request completed"
+        if not (self.p50_ms <= self.p90_ms <= self.p95_ms <= self.p99_ms):
+            return (f"percentiles out of order (p50 {self.p50_ms}, p90 {self.p90_ms}, p95 {self.p95_ms}, "
+                    f"p99 {self.p99_ms})")  # fmt: skip
+        if self.tool != "builtin":
+            return None  # perf_analyzer's stats cover its whole run, not only the window it reports
+        if abs(self.throughput - self.requests * self.batch_size / self.window_s) > 0.01 * self.throughput + 0.5:
+            return (f"throughput {self.throughput:.1f}/s is not requests x batch / window = "
+                    f"{self.requests} x {self.batch_size} / {self.window_s:.2f} s")  # fmt: skip
+        if self.server_stats is not None:
+            served = self.server_requests
+            # Requests finished by the server but not yet seen by the client, at either edge of the window; and
+            # those finishing while a /stats read was under way (each edge is the read's midpoint: half its length
+            # either side). A read slower than MAX_STATS_READ_S makes the row unusable rather than the slack wide.
+            reads = self.server_stats.get("read_s") or [0.0, 0.0]
+            if max(reads) > MAX_STATS_READ_S:
+                return f"a server statistics read took {max(reads):.2f} s (the machine was overloaded): measure again"
+            slack = (
+                2 * (self.concurrency or 0) + 2 + 0.01 * self.requests + self.requests / self.window_s * sum(reads) / 2
+            )
+            if served is None or abs(served - self.requests) > slack:  # Triton counts requests, whatever their batch
+                return f"the client counted {self.requests} requests, the server {served} in the same window"
+        return None
 
     @property
     def load(self) -> str:

@@ -16,7 +16,6 @@ RESULTS = "lab3_results.json"
 MODEL_PT = f"{REPO}/classifier/1/model.pt"
 LOAD_CONCURRENCY = 16  # the load level at which the lab compares configurations
 MARGIN = 1.5  # "beats no batching by a real margin": at least this throughput ratio
-MAX_READ_S = 0.5  # a /stats read at a window edge slower than this leaves the request count too uncertain
 
 
 def _model_pt(ctx: Context, relative: str = MODEL_PT) -> Any:
@@ -196,31 +195,6 @@ def batching_observed(ctx: Context) -> str:
     return f"{inferences} inferences in {executions} executions: {live:.2f} requests per batch; sizes up to {sizes[-1]}"
 
 
-def _check_row(row: Any) -> str | None:
-    """Why ``row`` is inconsistent with itself or with the server statistics it recorded, or None."""
-    if row.throughput <= 0 or row.requests <= 0:
-        return "no request completed"
-    if not (row.p50_ms <= row.p90_ms <= row.p95_ms <= row.p99_ms):
-        return f"percentiles out of order (p50 {row.p50_ms}, p90 {row.p90_ms}, p95 {row.p95_ms}, p99 {row.p99_ms})"
-    if row.tool != "builtin":
-        return None  # perf_analyzer's stats cover its whole run, not only the window it reports
-    if abs(row.throughput - row.requests * row.batch_size / row.window_s) > 0.01 * row.throughput + 0.5:
-        return (f"throughput {row.throughput:.1f}/s is not requests x batch / window = "
-                f"{row.requests} x {row.batch_size} / {row.window_s:.2f} s")  # fmt: skip
-    if row.server_stats is not None:
-        served = row.server_requests
-        # Requests finished by the server but not yet seen by the client, at either edge of the window; and those
-        # finishing while a /stats read was under way (each edge is the read's midpoint: half its length either
-        # side). A read slower than MAX_READ_S makes the row unusable rather than the slack wide.
-        reads = row.server_stats.get("read_s") or [0.0, 0.0]
-        if max(reads) > MAX_READ_S:
-            return f"a server statistics read took {max(reads):.2f} s (the machine was overloaded): measure again"
-        slack = 2 * (row.concurrency or 0) + 2 + 0.01 * row.requests + row.requests / row.window_s * sum(reads) / 2
-        if served is None or abs(served - row.requests) > slack:  # Triton counts requests, whatever their batch
-            return f"the client counted {row.requests} requests, the server {served} in the same window"
-    return None
-
-
 @checkpoint(
     "lab3.benchmark_consistent",
     title="Your benchmark results agree with the server's own statistics",
@@ -236,7 +210,7 @@ def benchmark_consistent(ctx: Context) -> str:
     if not rows:
         raise Fail(f"{ctx.path(RESULTS)} holds no measurements")
     for row in rows:
-        problem = _check_row(row)
+        problem = row.inconsistency()
         if problem:
             raise Fail(f"row '{row.label}' at concurrency {row.concurrency}: {problem}")
     measured = [r for r in rows if r.model == CLASSIFIER and r.server_stats]

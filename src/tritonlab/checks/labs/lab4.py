@@ -254,15 +254,10 @@ def diagnosis(ctx: Context) -> str:
 
 
 def _row_problem(row: Any) -> str | None:
-    """Why a results row is inconsistent with itself or with the server statistics it recorded, or None."""
-    if row.throughput <= 0 or row.requests <= 0 or not row.server_stats:
-        return "no request completed, or no server statistics recorded (use measure())"
-    if abs(row.throughput - row.requests * row.batch_size / row.window_s) > 0.01 * row.throughput + 0.5:
-        return f"throughput {row.throughput:.1f}/s is not requests x batch / window"
-    served = row.server_requests
-    if served is None or abs(served - row.requests) > 2 * (row.concurrency or 0) + 2 + 0.01 * row.requests:
-        return f"the client counted {row.requests} requests, the server {served}"
-    return None
+    """Why a results row cannot stand as a measurement: no server statistics, or inconsistent with them."""
+    if not row.server_stats:
+        return "no server statistics recorded (use measure())"
+    return row.inconsistency()
 
 
 @checkpoint(
