@@ -18,7 +18,7 @@ import pytest
 from trtllm_shapes import engine_config, write_engine_dir
 
 from tritonlab import versions
-from tritonlab.container import dockerd, engine
+from tritonlab.container import engine
 from tritonlab.engine.trtllm import (
     BuildFailed,
     BuildPlan,
@@ -85,31 +85,21 @@ def test_dockerds_no_gpu_runtime_message_becomes_a_clear_error():
     assert type(other) is TritonLabError and "could not start" in other.message
 
 
-def _reachable_engine() -> str | None:
-    return os.environ.get("TRITONLAB_TEST_DOCKER_HOST") or dockerd.system_engine()
-
-
-def test_a_real_docker_engine_without_nvidia_runtime_refuses_the_gpu_build(tmp_path):
-    """Runs only where a Docker engine already answers and holds an image (none is started or built here)."""
-    host = _reachable_engine()
-    if host is None:
-        pytest.skip("no running Docker engine (set TRITONLAB_TEST_DOCKER_HOST to run this against one)")
-    client = engine.connect(host)
+def test_a_real_docker_engine_without_nvidia_runtime_refuses_the_gpu_build(tmp_path, docker_engine, cpu_image):
+    """The real engine of the test session (no NVIDIA runtime here) refuses the GPU container; it is removed."""
+    client = engine.connect(docker_engine)
     try:
-        images = [tag for image in client.images.list() for tag in image.tags]
         info = client.info()
         before = {c.id for c in client.containers.list(all=True, filters={"label": runner.BUILD_LABEL})}
     finally:
         client.close()
-    if not images:
-        pytest.skip("the Docker engine holds no image to create a container from")
     if "nvidia" in (info.get("Runtimes") or {}):
         pytest.skip("this Docker engine has the NVIDIA runtime: the no-GPU-runtime error cannot happen")
     (tmp_path / "hf").mkdir()
     with pytest.raises(NoGpuRuntime) as raised:
-        run_plan(plan(tmp_path), where="docker", image=images[0], docker_host=host, log=lambda _: None)
-    assert "no NVIDIA runtime" in raised.value.message and f"Docker engine at {host}" in raised.value.message
-    client = engine.connect(host)
+        run_plan(plan(tmp_path), where="docker", image=cpu_image, docker_host=docker_engine, log=lambda _: None)
+    assert "no NVIDIA runtime" in raised.value.message and f"Docker engine at {docker_engine}" in raised.value.message
+    client = engine.connect(docker_engine)
     try:
         after = {c.id for c in client.containers.list(all=True, filters={"label": runner.BUILD_LABEL})}
         assert after == before  # the container that could not start was removed
