@@ -1,0 +1,201 @@
+"""Phase 2, build: compile a converted checkpoint ahead of time for THIS machine (AOTInductor), like ``trtllm-build``.
+
+    engine = build_engine("work/ckpt", "work/engine", max_batch_size=16, max_input_len=64, max_seq_len=320)
+
+``torch.export`` captures the engine's step function (:class:`~tritonlab.engine.network.EngineDecoder`) with
+dynamic batch and token dimensions bounded by the build limits; ``torch._inductor.aoti_compile_and_package``
+generates and compiles C++ kernels for this CPU's vector ISA (or this GPU) into ``rank0.pt2``. The engine's
+``config.json`` records the limits and the device it was built for; loading it elsewhere is refused
+(:func:`tritonlab.engine.runtime.check_device`), as a TensorRT engine built on an A100 refuses to run on an A10.
+
+Builds are cached by a content hash of the checkpoint files, the limits, the device and the torch version: the
+second build of the same thing copies the cached engine instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonlab.engine import runtime
+from tritonlab.engine.convert import load_checkpoint
+from tritonlab.errors import TritonLabError
+from tritonlab.paths import cache_dir
+
+ENGINE_FILE = "rank0.pt2"
+ENGINE_VERSION = "tritonlab-embedded-engine-1"
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What ``trtllm-build`` calls ``--max_batch_size``, ``--max_input_len`` and ``--max_seq_len`` (input + output)."""
+
+    max_batch_size: int = 16
+    max_input_len: int = 64
+    max_seq_len: int = 320
+
+    def check(self, max_position_embeddings: int) -> None:
+        if min(self.max_batch_size, self.max_input_len, self.max_seq_len) < 1:
+            raise TritonLabError(f"build limits must be positive: {self}", fix="use values of 1 or more")
+        if self.max_input_len > self.max_seq_len:
+            raise TritonLabError(
+                f"max_input_len={self.max_input_len} is larger than max_seq_len={self.max_seq_len}",
+                fix="max_seq_len counts prompt + output tokens: make it at least max_input_len",
+            )
+        if self.max_seq_len > max_position_embeddings:
+            raise TritonLabError(
+                f"max_seq_len={self.max_seq_len} exceeds the model's max_position_embeddings={max_position_embeddings}",
+                fix=f"build with max_seq_len <= {max_position_embeddings}",
+            )
+
+
+@dataclass
+class BuildResult:
+    engine_dir: Path
+    cache_hit: bool
+    seconds: float
+    key: str
+
+
+def engines_cache() -> Path:
+    path = cache_dir() / "engines"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any]) -> str:
+    """Content hash of everything the compiled engine depends on (not file names or times)."""
+    digest = hashlib.sha256()
+    for path in sorted(checkpoint_dir.iterdir()):
+        if path.is_file() and (path.suffix == ".safetensors" or path.name == "config.json"):
+            digest.update(path.name.encode())
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    extra = {"limits": asdict(limits), "device": device, "version": ENGINE_VERSION}
+    digest.update(json.dumps(extra, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _stages(total: int, show: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="build engine", unit="stage", disable=not show, leave=True) as bar:
+
+        def advance(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        bar.set_postfix_str("load checkpoint")
+        yield advance
+
+
+def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any) -> dict[str, Any]:
+    import torch
+    from torch.export import Dim
+
+    from tritonlab.engine.network import EngineDecoder
+
+    config, tensors = load_checkpoint(checkpoint_dir)
+    module = EngineDecoder(config, tensors).eval()
+    limits.check(int(config["max_position_embeddings"]))
+    k_cache, v_cache = module.empty_cache(limits.max_batch_size, limits.max_seq_len)
+    advance("torch.export")
+    batch = Dim("batch", min=1, max=limits.max_batch_size)
+    tokens = Dim("tokens", min=1, max=limits.max_input_len)
+    # Example sizes above 1 so export does not specialize batch or tokens to a constant.
+    example = (
+        torch.ones(2, 3, dtype=torch.int64),
+        torch.zeros(2, dtype=torch.int64),
+        torch.arange(2, dtype=torch.int64),
+        k_cache,
+        v_cache,
+    )
+    with torch.no_grad():
+        program = torch.export.export(
+            module, example, dynamic_shapes=({0: batch, 1: tokens}, {0: batch}, {0: batch}, None, None)
+        )
+    advance("AOTInductor compile (C++ for this machine)")
+    with torch.no_grad():
+        torch._inductor.aoti_compile_and_package(program, package_path=str(dest / ENGINE_FILE))
+    return config
+
+
+def build_engine(
+    checkpoint_dir: str | Path,
+    output_dir: str | Path | None = None,
+    *,
+    max_batch_size: int = BuildLimits.max_batch_size,
+    max_input_len: int = BuildLimits.max_input_len,
+    max_seq_len: int = BuildLimits.max_seq_len,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> BuildResult:
+    """Compile ``checkpoint_dir`` into an engine directory (``config.json`` + ``rank0.pt2`` + tokenizer).
+
+    Without ``output_dir`` the engine stays in tritonlab's cache (``BuildResult.engine_dir`` says where).
+    """
+    start = time.perf_counter()
+    checkpoint_dir = Path(checkpoint_dir)
+    limits = BuildLimits(max_batch_size, max_input_len, max_seq_len)
+    load_checkpoint(checkpoint_dir)  # a clear error for a wrong directory before anything is hashed
+    device = runtime.device_record()
+    key = build_key(checkpoint_dir, limits, device)
+    cached = engines_cache() / key
+    hit = use_cache and (cached / "config.json").exists() and (cached / ENGINE_FILE).exists()
+    if not hit:
+        with tempfile.TemporaryDirectory(dir=engines_cache(), prefix=f".{key}-") as tmp, _stages(3, progress) as step:
+            work = Path(tmp)
+            config = _compile(checkpoint_dir, limits, work, step)
+            step("write config.json")
+            for name in ("tokenizer.json",):
+                if (checkpoint_dir / name).exists():
+                    shutil.copyfile(checkpoint_dir / name, work / name)
+            engine_config = {
+                "version": ENGINE_VERSION,
+                "pretrained_config": config,
+                "build_config": asdict(limits),
+                "device": device,
+                "build_key": key,
+                "build_seconds": round(time.perf_counter() - start, 2),
+            }
+            (work / "config.json").write_text(json.dumps(engine_config, indent=2) + "\n")
+            shutil.rmtree(cached, ignore_errors=True)
+            os.replace(work, cached)  # atomic: a crashed build never leaves a half engine under the key
+            work.mkdir()  # TemporaryDirectory cleans up its own path
+    engine_dir = cached
+    if output_dir is not None:
+        engine_dir = Path(output_dir)
+        if engine_dir.resolve() != cached.resolve():
+            shutil.rmtree(engine_dir, ignore_errors=True)
+            shutil.copytree(cached, engine_dir)
+    return BuildResult(engine_dir, hit, time.perf_counter() - start, key)
+
+
+def engine_config(engine_dir: str | Path) -> dict[str, Any]:
+    path = Path(engine_dir) / "config.json"
+    if not path.exists() or not (Path(engine_dir) / ENGINE_FILE).exists():
+        raise TritonLabError(
+            f"{engine_dir} is not an engine directory (config.json + {ENGINE_FILE})",
+            fix="build one with tritonlab.engine.build.build_engine(checkpoint_dir, engine_dir)",
+        )
+    return json.loads(path.read_text())
+
+
+def load_engine(engine_dir: str | Path, *, num_threads: int | None = None) -> runtime.Engine:
+    """The engine in this process, refused with a TritonLabError if it was built for another device or torch."""
+    engine_config(engine_dir)
+    try:
+        return runtime.Engine.load(engine_dir, num_threads=num_threads)
+    except runtime.EngineMismatchError as exc:
+        raise TritonLabError(str(exc), fix=exc.fix) from None

@@ -1,0 +1,366 @@
+"""The embedded engine's runtime: load a built engine, its KV cache, and the batching loop that drives it.
+
+Self-contained on purpose (torch and the standard library only, no tritonlab import): the Triton model
+``llm`` copies this file beside its ``model.py``, so the same code serves in the embedded server and in a
+container, and the package uses it in-process for tests and notebooks.
+
+KV cache
+--------
+Each running sequence owns one *slot* of a cache preallocated when the engine loads::
+
+    k_cache, v_cache: [layers, max_batch_size slots, kv_heads, max_seq_len, head_size]
+
+A step computes keys and values only for its new tokens and writes them at the sequence's next positions; every
+earlier token's keys/values are read back instead of recomputed, so a decode step costs one token of compute per
+sequence (plus reading its cache). Preallocating ``max_seq_len`` positions per slot means a request that fits the
+build limits can never run out of cache mid-generation, at the price of reserving memory for the longest possible
+sequence (paged KV caches, as in TensorRT-LLM and vLLM, hand out fixed-size blocks on demand instead). Memory::
+
+    bytes per token = 2 (K and V) x layers x kv_heads x head_size x bytes per element
+    total           = bytes per token x max_seq_len x max_batch_size
+
+Batching loop
+-------------
+- ``inflight`` (TensorRT-LLM's ``inflight_fused_batching``): before every step, queued requests take free slots
+  and are prefilled (their first token is sent at once); one decode step then advances every running sequence;
+  a sequence that reaches ``max_tokens`` (or ``</s>``) is sent its last token with the final flag in the same
+  step and its slot is free for the next step.
+- ``static`` (TensorRT-LLM's ``V1``): a batch is formed from the queue, then runs until its longest member is
+  done; finished members keep being computed as padding, and queued requests wait for the whole batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+ENGINE_FILE = "rank0.pt2"
+STRATEGIES = {"inflight": "inflight", "inflight_fused_batching": "inflight", "static": "static", "V1": "static"}
+
+
+class EngineMismatchError(RuntimeError):
+    """The engine was built for another device class, CPU architecture/ISA, GPU or torch version."""
+
+    def __init__(self, message: str, fix: str):
+        self.fix = fix
+        super().__init__(message)
+
+
+class LimitError(ValueError):
+    """A request does not fit the limits the engine was built with."""
+
+
+# ---------------------------------------------------------------------------------------------- devices
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def device_record(device: str = "cpu") -> dict[str, Any]:
+    """What a compiled engine depends on: device class, architecture and ISA (CPU) or GPU model and compute
+    capability, and the torch version whose runtime loads the package."""
+    record: dict[str, Any] = {"device_class": "cuda" if device.startswith("cuda") else "cpu"}
+    record["arch"] = platform.machine()
+    if record["device_class"] == "cuda":
+        index = torch.device(device).index or 0
+        major, minor = torch.cuda.get_device_capability(index)
+        record["gpu_name"] = torch.cuda.get_device_name(index)
+        record["compute_capability"] = f"{major}.{minor}"
+    else:
+        # Inductor picks the C++ vector ISA (DEFAULT / AVX2 / AVX512 / ...) from this: code compiled for AVX512
+        # dies with an illegal instruction on an AVX2-only CPU.
+        record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        record["cpu_model"] = _cpu_model()
+    record["torch"] = torch.__version__
+    return record
+
+
+# Keys that must match exactly; cpu_model is recorded for information (same ISA, other model: still runs).
+_MUST_MATCH = ("device_class", "arch", "cpu_capability", "gpu_name", "compute_capability", "torch")
+
+
+def check_device(built: dict[str, Any], here: dict[str, Any]) -> None:
+    """Refuse an engine whose recorded device does not match this one, naming every difference."""
+    diffs = [
+        f"{key}: built for {built.get(key)!r}, this machine has {here.get(key)!r}"
+        for key in _MUST_MATCH
+        if key in built or key in here
+        if built.get(key) != here.get(key)
+    ]
+    if diffs:
+        raise EngineMismatchError(
+            "this engine was compiled for another device and cannot run here (like a TensorRT engine moved "
+            "to another GPU):\n  " + "\n  ".join(diffs),
+            fix="build the engine again on this machine from the converted checkpoint (build_engine)",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+class Engine:
+    """A loaded engine: the compiled step function, its build limits and its KV cache (see the module doc)."""
+
+    def __init__(self, config: dict[str, Any], step: Callable[..., Any], device: str = "cpu"):
+        pretrained, build = config["pretrained_config"], config["build_config"]
+        self.config = config
+        self.max_batch_size = int(build["max_batch_size"])
+        self.max_input_len = int(build["max_input_len"])
+        self.max_seq_len = int(build["max_seq_len"])
+        self.layers = int(pretrained["num_hidden_layers"])
+        self.kv_heads = int(pretrained["num_key_value_heads"])
+        self.head_size = int(pretrained["head_size"])
+        self.vocab_size = int(pretrained["vocab_size"])
+        self.eos_id = pretrained.get("eos_token_id")
+        self.dtype = getattr(torch, pretrained["dtype"])
+        self.device = torch.device(device)
+        self._step = step
+        shape = (self.layers, self.max_batch_size, self.kv_heads, self.max_seq_len, self.head_size)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    @classmethod
+    def load(cls, engine_dir: str, *, num_threads: int | None = None, device: str | None = None) -> Engine:
+        with open(os.path.join(engine_dir, "config.json")) as f:
+            config = json.load(f)
+        built = config["device"]
+        device = device or ("cuda" if built.get("device_class") == "cuda" else "cpu")
+        check_device(built, device_record(device))
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        step = torch._inductor.aoti_load_package(os.path.join(engine_dir, ENGINE_FILE))
+        return cls(config, step, device)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_size * self.k_cache.element_size()
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.kv_bytes_per_token * self.max_seq_len * self.max_batch_size
+
+    def check_request(self, prompt_len: int, max_tokens: int) -> None:
+        """Raise LimitError (naming the limit and the fix) if a request cannot run on this engine."""
+        if prompt_len < 1:
+            raise LimitError("the prompt is empty: send at least one token")
+        if prompt_len > self.max_input_len:
+            raise LimitError(
+                f"prompt has {prompt_len} tokens, more than this engine's max_input_len={self.max_input_len}; "
+                f"shorten the prompt or rebuild the engine with a larger max_input_len"
+            )
+        if max_tokens < 1:
+            raise LimitError(f"max_tokens={max_tokens}: ask for at least 1 output token")
+        if prompt_len + max_tokens > self.max_seq_len:
+            raise LimitError(
+                f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) = {prompt_len + max_tokens} exceeds this "
+                f"engine's max_seq_len={self.max_seq_len} (input + output); ask for at most "
+                f"{self.max_seq_len - prompt_len} tokens or rebuild with a larger max_seq_len"
+            )
+
+    def step(self, input_ids: torch.Tensor, start_pos: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Run the compiled step, store the new tokens' keys/values in their slots, return logits [B, T, vocab]."""
+        logits, new_k, new_v = self._step(input_ids, start_pos, slots, self.k_cache, self.v_cache)
+        steps = input_ids.shape[1]
+        positions = start_pos[:, None] + torch.arange(steps, device=self.device)[None, :]  # [B, T]
+        where = (slice(None), slots[:, None].expand_as(positions), slice(None), positions)
+        # Indexing dims 1 and 3 puts the indexed [B, T] first: [B, T, layers, kv_heads, head_size].
+        self.k_cache[where] = new_k.permute(1, 3, 0, 2, 4)
+        self.v_cache[where] = new_v.permute(1, 3, 0, 2, 4)
+        return logits
+
+    def prefill(self, slot: int, prompt: list[int]) -> int:
+        """Put a prompt into ``slot``'s cache; return the greedy first output token."""
+        ids = torch.tensor([prompt], dtype=torch.int64, device=self.device)
+        zero = torch.zeros(1, dtype=torch.int64, device=self.device)
+        slots = torch.tensor([slot], dtype=torch.int64, device=self.device)
+        logits = self.step(ids, zero, slots)
+        return int(logits[0, -1].argmax())
+
+    def decode(self, slots: list[int], tokens: list[int], lengths: list[int]) -> list[int]:
+        """One token for each sequence (``lengths``: tokens already in each slot's cache); greedy next tokens."""
+        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)[:, None]
+        start = torch.tensor(lengths, dtype=torch.int64, device=self.device)
+        where = torch.tensor(slots, dtype=torch.int64, device=self.device)
+        return self.step(ids, start, where)[:, -1].argmax(dim=-1).tolist()
+
+    def generate(self, prompt: list[int], max_tokens: int, slot: int = 0) -> list[int]:
+        """Greedy generation of one sequence, in this process (the reference the served tokens are checked with)."""
+        self.check_request(len(prompt), max_tokens)
+        out = [self.prefill(slot, prompt)]
+        while len(out) < max_tokens:
+            out += self.decode([slot], [out[-1]], [len(prompt) + len(out) - 1])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- batching
+
+
+@dataclass(eq=False)  # identity: two requests with equal fields are still two requests
+class Sequence:
+    """One request inside the loop. ``emit(token, final)`` sends a token; ``fail(message)`` ends it with an error."""
+
+    id: str
+    prompt: list[int]
+    max_tokens: int
+    emit: Callable[[int, bool], None]
+    fail: Callable[[str], None]
+    stop_at_eos: bool = True
+    slot: int = -1
+    tokens: list[int] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def cached(self) -> int:
+        # The newest token is not in the cache yet: it is the input of the next decode step.
+        return len(self.prompt) + len(self.tokens) - 1
+
+
+class Batcher:
+    """The scheduling loop (see the module doc), on its own thread. ``trace(event)`` receives one dict per
+    admission, step and finish: the server-side record of who ran together."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        strategy: str = "inflight",
+        *,
+        batch_wait_s: float = 0.005,
+        trace: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"batching strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        self.engine = engine
+        self.strategy = STRATEGIES[strategy]
+        self.batch_wait_s = batch_wait_s
+        self.trace = trace or (lambda event: None)
+        self.steps = 0
+        self._queue: collections.deque[Sequence] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._free = list(range(engine.max_batch_size))
+        self._thread = threading.Thread(target=self._run, name=f"{self.strategy}-batcher", daemon=True)
+
+    def start(self) -> Batcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue a request (LimitError if it cannot fit the engine: nothing is queued then)."""
+        self.engine.check_request(len(seq.prompt), seq.max_tokens)
+        with self._cond:
+            self._queue.append(seq)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        loop = self._run_inflight if self.strategy == "inflight" else self._run_static
+        with torch.inference_mode():
+            loop()
+
+    def _wait_for_work(self, active: bool) -> bool:
+        with self._cond:
+            while not self._stop and not self._queue and not active:
+                self._cond.wait(timeout=0.5)
+            return not self._stop
+
+    def _admit(self, limit: int) -> list[Sequence]:
+        with self._cond:
+            taken = []
+            while self._queue and self._free and len(taken) < limit:
+                seq = self._queue.popleft()
+                seq.slot = self._free.pop(0)
+                taken.append(seq)
+            return taken
+
+    def _prefill(self, seq: Sequence) -> None:
+        self.trace({"event": "admit", "t": time.time(), "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
+        self._advance(seq, self.engine.prefill(seq.slot, seq.prompt))
+
+    def _advance(self, seq: Sequence, token: int) -> None:
+        seq.tokens.append(token)
+        seq.done = len(seq.tokens) >= seq.max_tokens or (seq.stop_at_eos and token == self.engine.eos_id)
+        seq.emit(token, seq.done)  # the last token carries the final flag: nothing waits for another step
+        if seq.done:
+            self.trace({"event": "finish", "t": time.time(), "id": seq.id, "tokens": len(seq.tokens)})
+
+    def _release(self, seq: Sequence) -> None:
+        with self._cond:
+            self._free.append(seq.slot)
+
+    def _decode(self, batch: list[Sequence], running: list[Sequence]) -> None:
+        """One decode step over ``batch``; only ``running`` members get their token (the rest are padding)."""
+        self.steps += 1
+        tokens = self.engine.decode([s.slot for s in batch], [s.tokens[-1] for s in batch], [s.cached for s in batch])
+        self.trace({"event": "step", "t": time.time(), "step": self.steps, "ids": [s.id for s in running],
+                    "batch": len(batch)})  # fmt: skip
+        for seq, token in zip(batch, tokens, strict=True):
+            if not seq.done and seq in running:
+                self._advance(seq, token)
+
+    def _fail_all(self, seqs: list[Sequence], exc: BaseException) -> None:
+        for seq in seqs:
+            if not seq.done:
+                seq.done = True
+                seq.fail(f"{type(exc).__name__}: {exc}")
+            self._release(seq)
+
+    def _run_inflight(self) -> None:
+        active: list[Sequence] = []
+        while self._wait_for_work(bool(active)):
+            try:
+                for seq in self._admit(self.engine.max_batch_size):
+                    self._prefill(seq)
+                    active.append(seq)
+                for seq in [s for s in active if s.done]:
+                    self._release(seq)
+                active = [s for s in active if not s.done]
+                if active:
+                    self._decode(active, active)
+                    for seq in [s for s in active if s.done]:
+                        self._release(seq)  # its slot serves a queued request at the very next step
+                    active = [s for s in active if not s.done]
+            except Exception as exc:  # one bad step must not kill the loop for every later request
+                self._fail_all(active, exc)
+                active = []
+
+    def _run_static(self) -> None:
+        while self._wait_for_work(False):
+            # Collect a batch like a dynamic batcher: until it is full or batch_wait_s has passed.
+            deadline = time.monotonic() + self.batch_wait_s
+            with self._cond:
+                while len(self._queue) < self.engine.max_batch_size and not self._stop:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(timeout=left)
+            batch = self._admit(self.engine.max_batch_size)
+            try:
+                for seq in batch:
+                    self._prefill(seq)
+                while any(not s.done for s in batch):
+                    self._decode(batch, [s for s in batch if not s.done])
+            except Exception as exc:
+                self._fail_all(batch, exc)
+                continue
+            for seq in batch:
+                self._release(seq)
