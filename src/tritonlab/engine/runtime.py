@@ -22,7 +22,7 @@ sequence (paged KV caches, as in TensorRT-LLM and vLLM, hand out fixed-size bloc
 Batching loop
 -------------
 - ``inflight`` (TensorRT-LLM's ``inflight_fused_batching``): before every step, queued requests take free slots
-  and are prefilled (their first token is sent at once); one decode step then advances every running sequence;
+  and are prefilled together (their first token is sent at once); one decode step then advances every running sequence;
   a sequence that reaches ``max_tokens`` (or ``</s>``) is sent its last token with the final flag in the same
   step and its slot is free for the next step.
 - ``static`` (TensorRT-LLM's ``V1``): a batch is formed from the queue, then runs until its longest member is
@@ -139,7 +139,8 @@ class Engine:
         with open(os.path.join(engine_dir, "config.json")) as f:
             config = json.load(f)
         built = config["device"]
-        device = device or ("cuda" if built.get("device_class") == "cuda" else "cpu")
+        wants_gpu = built.get("device_class") == "cuda" and torch.cuda.is_available()
+        device = device or ("cuda" if wants_gpu else "cpu")
         check_device(built, device_record(device))
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -183,13 +184,19 @@ class Engine:
         self.v_cache[where] = new_v.permute(1, 3, 0, 2, 4)
         return logits
 
-    def prefill(self, slot: int, prompt: list[int]) -> int:
-        """Put a prompt into ``slot``'s cache; return the greedy first output token."""
-        ids = torch.tensor([prompt], dtype=torch.int64, device=self.device)
-        zero = torch.zeros(1, dtype=torch.int64, device=self.device)
-        slots = torch.tensor([slot], dtype=torch.int64, device=self.device)
-        logits = self.step(ids, zero, slots)
-        return int(logits[0, -1].argmax())
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> list[int]:
+        """Put prompts into their slots' caches in one step; return each one's greedy first output token.
+
+        Shorter prompts are padded on the right: the padding's keys/values land at positions the sequence has not
+        reached yet, which no query can see (attention is masked by position) and the next decode steps overwrite.
+        """
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts], dtype=torch.int64, device=self.device)
+        zero = torch.zeros(len(prompts), dtype=torch.int64, device=self.device)
+        where = torch.tensor(slots, dtype=torch.int64, device=self.device)
+        logits = self.step(ids, zero, where)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        return logits[torch.arange(len(prompts), device=self.device), last].argmax(dim=-1).tolist()
 
     def decode(self, slots: list[int], tokens: list[int], lengths: list[int]) -> list[int]:
         """One token for each sequence (``lengths``: tokens already in each slot's cache); greedy next tokens."""
@@ -201,7 +208,7 @@ class Engine:
     def generate(self, prompt: list[int], max_tokens: int, slot: int = 0) -> list[int]:
         """Greedy generation of one sequence, in this process (the reference the served tokens are checked with)."""
         self.check_request(len(prompt), max_tokens)
-        out = [self.prefill(slot, prompt)]
+        out = self.prefill([slot], [prompt])
         while len(out) < max_tokens:
             out += self.decode([slot], [out[-1]], [len(prompt) + len(out) - 1])
         return out
@@ -292,9 +299,16 @@ class Batcher:
                 taken.append(seq)
             return taken
 
-    def _prefill(self, seq: Sequence) -> None:
-        self.trace({"event": "admit", "t": time.time(), "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
-        self._advance(seq, self.engine.prefill(seq.slot, seq.prompt))
+    def _prefill(self, seqs: list[Sequence]) -> None:
+        """All newly admitted requests in one step (their first tokens go out at once)."""
+        if not seqs:
+            return
+        now = time.time()
+        for seq in seqs:
+            self.trace({"event": "admit", "t": now, "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
+        tokens = self.engine.prefill([s.slot for s in seqs], [s.prompt for s in seqs])
+        for seq, token in zip(seqs, tokens, strict=True):
+            self._advance(seq, token)
 
     def _advance(self, seq: Sequence, token: int) -> None:
         seq.tokens.append(token)
@@ -328,9 +342,9 @@ class Batcher:
         active: list[Sequence] = []
         while self._wait_for_work(bool(active)):
             try:
-                for seq in self._admit(self.engine.max_batch_size):
-                    self._prefill(seq)
-                    active.append(seq)
+                admitted = self._admit(self.engine.max_batch_size)
+                active += admitted
+                self._prefill(admitted)
                 for seq in [s for s in active if s.done]:
                     self._release(seq)
                 active = [s for s in active if not s.done]
@@ -355,8 +369,7 @@ class Batcher:
                     self._cond.wait(timeout=left)
             batch = self._admit(self.engine.max_batch_size)
             try:
-                for seq in batch:
-                    self._prefill(seq)
+                self._prefill(batch)
                 while any(not s.done for s in batch):
                     self._decode(batch, [s for s in batch if not s.done])
             except Exception as exc:

@@ -1,0 +1,103 @@
+"""Phase 2 with a real AOTInductor build (one per session, see conftest): limits and device in config.json,
+refusal elsewhere, the content-hash cache, and the compiled engine generating what transformers generates."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import zipfile
+
+import pytest
+import torch
+
+from tritonlab.engine import runtime
+from tritonlab.engine.build import ENGINE_FILE, build_engine, engine_config, load_engine
+from tritonlab.errors import TritonLabError
+
+
+def test_config_records_limits_and_device(engine_dir):
+    config = engine_config(engine_dir)
+    assert config["build_config"] == {"max_batch_size": 4, "max_input_len": 32, "max_seq_len": 256}
+    device = config["device"]
+    assert device == runtime.device_record()
+    assert device["device_class"] == "cpu" and device["torch"] == torch.__version__
+    assert device["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_engine_is_a_compiled_package(engine_dir):
+    with zipfile.ZipFile(engine_dir / ENGINE_FILE) as package:
+        names = package.namelist()
+    assert any(n.endswith(".so") for n in names), "no compiled shared object in the AOTInductor package"
+    assert any(n.endswith((".cpp", ".wrapper.cpp")) or "/aotinductor/" in n for n in names)
+
+
+def test_compiled_engine_generates_like_transformers(engine_dir, llama_dir):
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+
+    prompt = Tokenizer.from_file(str(engine_dir / "tokenizer.json")).encode("once upon a time").ids
+    model = LlamaForCausalLM.from_pretrained(llama_dir).eval()
+    reference = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None)
+    engine = load_engine(engine_dir, num_threads=1)
+    assert engine.generate(prompt, 24, slot=2) == reference[0, len(prompt) :].tolist()
+
+
+def test_cache_hit_is_near_instant(checkpoint_dir, engine_build, tmp_path):
+    assert not engine_build.cache_hit  # the session's first build compiled for real
+    start = time.perf_counter()
+    again = build_engine(
+        checkpoint_dir, tmp_path / "engine", max_batch_size=4, max_input_len=32, max_seq_len=256, progress=False
+    )
+    assert again.cache_hit and again.key == engine_build.key
+    assert time.perf_counter() - start < 3.0
+    assert (tmp_path / "engine" / ENGINE_FILE).read_bytes() == (engine_build.engine_dir / ENGINE_FILE).read_bytes()
+
+
+def test_other_limits_are_another_key(checkpoint_dir, engine_build):
+    from tritonlab.engine.build import BuildLimits, build_key
+
+    other = build_key(checkpoint_dir, BuildLimits(4, 32, 128), runtime.device_record())
+    assert other != engine_build.key
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("cpu_capability", "AVX512"), ("device_class", "cuda"), ("torch", "2.9.0+cu128"), ("arch", "aarch64")],
+)
+def test_engine_from_another_device_is_refused(engine_dir, tmp_path, key, value):
+    moved = tmp_path / "moved"
+    shutil.copytree(engine_dir, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["device"][key] = value
+    (moved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TritonLabError, match=re.escape(f"{key}: built for {value!r}")) as info:
+        load_engine(moved)
+    assert "build the engine again" in info.value.fix
+
+
+def test_kv_cache_size_follows_the_formula(engine_dir):
+    engine = load_engine(engine_dir, num_threads=1)
+    pretrained = engine_config(engine_dir)["pretrained_config"]
+    per_token = 2 * pretrained["num_hidden_layers"] * pretrained["num_key_value_heads"] * pretrained["head_size"] * 4
+    assert engine.kv_bytes_per_token == per_token
+    assert engine.kv_cache_bytes == per_token * 256 * 4 == engine.k_cache.nbytes + engine.v_cache.nbytes
+
+
+def test_request_limits(engine_dir):
+    engine = load_engine(engine_dir, num_threads=1)
+    with pytest.raises(runtime.LimitError, match="max_input_len=32"):
+        engine.check_request(33, 1)
+    with pytest.raises(runtime.LimitError, match="max_seq_len=256"):
+        engine.check_request(10, 247)
+    engine.check_request(10, 246)  # exactly at the limit fits
+
+
+def test_build_limit_errors(checkpoint_dir, tmp_path):
+    with pytest.raises(TritonLabError, match="max_input_len=64 is larger than max_seq_len=32"):
+        build_engine(checkpoint_dir, tmp_path / "e", max_input_len=64, max_seq_len=32, progress=False)
+    with pytest.raises(TritonLabError, match="max_position_embeddings"):
+        build_engine(checkpoint_dir, tmp_path / "e", max_seq_len=100_000, progress=False)
+    with pytest.raises(TritonLabError, match="not a converted checkpoint"):
+        build_engine(tmp_path, tmp_path / "e", progress=False)
