@@ -19,6 +19,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -147,7 +148,9 @@ def stream_load(
     timeout: float = 300.0,
 ) -> list[StreamRecord]:
     """Send ``(prompt, max_tokens)`` requests with ``concurrency`` streams open at a time; records in input order."""
-    records = [StreamRecord(p, n, request_id=f"r{i}") for i, (p, n) in enumerate(requests)]
+    # Unique ids across calls: the server's step log names requests by them.
+    batch = uuid.uuid4().hex[:8]
+    records = [StreamRecord(p, n, request_id=f"{batch}-{i}") for i, (p, n) in enumerate(requests)]
     _run(_stream_all(grpc_url, records, concurrency, model, ignore_eos, timeout))
     return records
 
