@@ -33,6 +33,7 @@ labs: setup
 
 bench: setup
 	$(PY) bench/server_startup.py
+	$(PY) bench/docker_backend.py --out bench/results/cpu_docker_backend.json
 	$(PY) bench/grading.py
 	$(PY) bench/loadgen_vs_perf_analyzer.py
 	$(PY) bench/lab3_serving.py --out bench/results/cpu_lab3_serving.json

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VENV_BIN, wait_for
+from conftest import REPO_ROOT, VENV_BIN, wait_for
 from tritonlab.container import engine
 from tritonlab.errors import TritonLabError
 from tritonlab.server import DockerServer, registry, start_server
@@ -172,3 +172,14 @@ def test_gpu_selection_becomes_the_engines_device_request(gpus, count, ids):
     (request,) = DockerServer(gpus=gpus)._device_requests()
     assert request["Capabilities"] == [["gpu"]]
     assert request.get("Count") == count if count is not None else request["DeviceIDs"] == ids
+
+
+def test_the_docker_benchmark_runs_at_a_tiny_size(docker_engine, tmp_path):
+    """bench/docker_backend.py cannot rot: one start of each backend, the cached image, results written."""
+    out = tmp_path / "docker.json"
+    result = subprocess.run([sys.executable, "bench/docker_backend.py", "--starts", "1", "--no-cold-build", "--out",
+                             str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["docker_ready"]["n"] == 1 and 0 < figures["docker_ready"]["median_s"] < 60
+    assert figures["embedded_ready"]["n"] == 1 and figures["image_build"] == {}
