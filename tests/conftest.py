@@ -180,6 +180,42 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"docker: {parts}")
 
 
+# ---------------------------------------------------------------------------------------------- engine (lab 5)
+# One local model, one converted checkpoint and ONE real AOTInductor build per test session, shared by the convert,
+# build and serving tests (a cold build takes about 30-60 s on 2 cores). Here, not in tests/engine/conftest.py: a
+# second module named conftest would shadow this one for the tests that import helpers from it.
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tritonlab.engine.model import make_llama
+
+    return make_llama(tmp_path_factory.mktemp("engine") / "hf")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(llama_dir: Path) -> Path:
+    from tritonlab.engine.convert import convert_checkpoint
+
+    return convert_checkpoint(llama_dir, llama_dir.parent / "ckpt-float32", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def engine_build(checkpoint_dir: Path):
+    from tritonlab.engine.build import build_engine
+
+    # Small limits keep the tests quick; the session's isolated cache makes this build cold.
+    return build_engine(
+        checkpoint_dir, checkpoint_dir.parent / "engine", max_batch_size=4, max_input_len=32, max_seq_len=256,
+        progress=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def engine_dir(engine_build) -> Path:
+    return engine_build.engine_dir
+
+
 @pytest.fixture
 def example_repo(tmp_path: Path) -> Path:
     """A private copy of the shipped example repository (tests may edit it)."""
