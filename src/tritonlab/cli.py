@@ -126,7 +126,8 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         probe = RemoteServer(record.http_url)
         owner = "detached" if record.detached else ("orphaned" if record.orphaned else f"pid {record.owner_pid}")
         rows.append({
-            "id": record.id, "pid": record.pid, "http_url": record.http_url, "grpc_url": record.grpc_url,
+            "id": record.id, "backend": record.backend, "pid": record.pid, "http_url": record.http_url,
+            "grpc_url": record.grpc_url,
             "metrics_url": record.metrics_url, "live": probe.is_live(), "ready": probe.is_ready(),
             "owner": owner, "repository": record.repository, "model_control_mode": record.model_control_mode,
             "log_path": record.log_path, "uptime_s": round(time.time() - record.started_at, 1),
@@ -137,12 +138,11 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not rows:
         console.print("no tritonlab servers running (`tritonlab up` starts one)")
         return
-    table = Table("id", "ready", "http", "grpc", "metrics", "owner", "repository")
+    table = Table("id", "backend", "ready", "http", "grpc", "metrics", "owner", "repository")
     for row in rows:
         ready = "[green]ready[/]" if row["ready"] else ("[yellow]live[/]" if row["live"] else "[red]down[/]")
-        table.add_row(
-            row["id"], ready, row["http_url"], row["grpc_url"], row["metrics_url"], row["owner"], row["repository"]
-        )
+        table.add_row(row["id"], row["backend"], ready, row["http_url"], row["grpc_url"], row["metrics_url"],
+                      row["owner"], row["repository"])  # fmt: skip
     console.print(table)
 
 

@@ -69,7 +69,7 @@ def test_up_detach_status_down_with_the_docker_backend(example_repo):
     assert info["backend"] == "docker" and engine.container_exists(info["container"])
     status = json.loads(subprocess.run([str(VENV_BIN / "tritonlab"), "status", "--json"], capture_output=True,
                                        text=True, check=True).stdout)  # fmt: skip
-    assert any(s["http_url"] == info["http_url"] for s in status)
+    assert [s["backend"] for s in status if s["http_url"] == info["http_url"]] == ["docker"]
     down = subprocess.run([str(VENV_BIN / "tritonlab"), "down", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(down.stdout)["stopped"]
     assert engine.container_exists(info["container"]) is False
