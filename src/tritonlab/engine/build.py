@@ -76,7 +76,8 @@ def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any])
     """Content hash of everything the compiled engine depends on (not file names or times)."""
     digest = hashlib.sha256()
     for path in sorted(checkpoint_dir.iterdir()):
-        if path.is_file() and (path.suffix == ".safetensors" or path.name == "config.json"):
+        # The tokenizer is copied into the engine: a tokenizer-only change must not hit a stale cached engine.
+        if path.is_file() and (path.suffix == ".safetensors" or path.name in ("config.json", "tokenizer.json")):
             digest.update(path.name.encode())
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
