@@ -101,3 +101,34 @@ def test_build_limit_errors(checkpoint_dir, tmp_path):
         build_engine(checkpoint_dir, tmp_path / "e", max_seq_len=100_000, progress=False)
     with pytest.raises(TritonLabError, match="not a converted checkpoint"):
         build_engine(tmp_path, tmp_path / "e", progress=False)
+
+
+def test_stopping_the_batcher_ends_every_running_and_queued_request(engine_dir):
+    """An unloading model must answer every stream (an error is an answer): no client waits for ever."""
+    import threading
+
+    from tritonlab.engine.runtime import Batcher, Sequence
+
+    engine = load_engine(engine_dir, num_threads=1)
+    ended: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def sequence(i: int) -> Sequence:
+        def emit(token: int, final: bool) -> None:
+            if final:
+                with lock:
+                    ended[f"r{i}"] = "finished"
+
+        def fail(message: str) -> None:
+            with lock:
+                ended[f"r{i}"] = message
+
+        return Sequence(f"r{i}", [1, 2, 3], 200, emit, fail, stop_at_eos=False)
+
+    batcher = Batcher(engine, "inflight").start()
+    count = engine.max_batch_size + 3  # some run, the rest wait in the queue
+    for i in range(count):
+        batcher.submit(sequence(i))
+    batcher.stop()
+    assert len(ended) == count
+    assert any("unloading" in why for why in ended.values())

@@ -87,6 +87,33 @@ def test_down_all_removes_an_unregistered_container(example_repo):
     server.stop()  # already gone: stop must not fail
 
 
+def test_down_removes_a_container_whose_owner_died_before_its_reaper_took_over(example_repo):
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        from tritonlab.server import start_server
+        server = start_server({str(example_repo)!r}, backend="docker")
+        server._reaper.kill()  # as if the owner died before its reaper ran
+        server._unregister()  # and before its registry entry was written
+        print(json.dumps({{"container": server.container_id}}), flush=True)
+        time.sleep(600)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        container_id = json.loads(owner.stdout.readline())["container"]
+        alive = subprocess.run([str(VENV_BIN / "tritonlab"), "down", "--json"], capture_output=True, text=True,
+                               check=True)  # fmt: skip
+        assert json.loads(alive.stdout)["strays"] == 0 and engine.container_exists(container_id)  # owner lives
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        down = subprocess.run([str(VENV_BIN / "tritonlab"), "down", "--json"], capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        assert json.loads(down.stdout)["strays"] == 1
+        assert engine.container_exists(container_id) is False
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_a_server_removed_behind_its_back_is_reported_not_hung(example_repo):
     with start_server(example_repo, backend="docker") as server:
         container_of(server).remove(force=True)

@@ -100,10 +100,12 @@ def stop(container: Any, grace: float = 2.0) -> None:
 
 
 def remove(container: Any, grace: float = 2.0) -> None:
-    """Stop (SIGTERM, then SIGKILL after ``grace`` s) and remove; a container already gone is fine."""
+    """Stop (SIGTERM, then SIGKILL after ``grace`` s) and remove; a container already gone is fine.
+    ``grace=0`` removes at once (SIGKILL): for a container already stopped, or one that may die hard."""
     import docker.errors
 
-    stop(container, grace)
+    if grace > 0:
+        stop(container, grace)
     with contextlib.suppress(docker.errors.NotFound):
         try:
             container.remove(force=True, v=True)

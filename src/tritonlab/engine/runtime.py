@@ -267,10 +267,18 @@ class Batcher:
         return self
 
     def stop(self) -> None:
+        """Stop the loop; every request still queued or running gets its final response (an error), so no
+        streaming client waits for tokens that will never come."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=10)
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+        for seq in queued:
+            seq.done = True
+            seq.fail("RuntimeError: the model is unloading; the request was not started")
 
     def submit(self, seq: Sequence) -> None:
         """Queue a request (LimitError if it cannot fit the engine: nothing is queued then)."""
@@ -356,6 +364,7 @@ class Batcher:
             except Exception as exc:  # one bad step must not kill the loop for every later request
                 self._fail_all(active, exc)
                 active = []
+        self._fail_all(active, RuntimeError("the model is unloading"))  # stopped with sequences still running
 
     def _run_static(self) -> None:
         while self._wait_for_work(False):

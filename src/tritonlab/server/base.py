@@ -173,8 +173,8 @@ class Server(abc.ABC):
                     fix="pass the folder that holds one sub-folder per model (each with config.pbtxt)",
                 )
             for attempt in range(_START_ATTEMPTS):
-                self._launch()
                 try:
+                    self._launch()  # inside the try: a launch that fails half-way is undone too
                     self._wait_ready()
                     break
                 except PortInUseError as e:

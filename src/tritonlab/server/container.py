@@ -147,15 +147,16 @@ class DockerServer(Server):
                 device_requests=self._device_requests(),
                 detach=True,
             )
+            self._log_path = (
+                logs_dir() / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{self._container.short_id}.log"
+            )
             self._container.start()
         except docker.errors.APIError as e:
-            self._remove_container()
-            raise self._start_error(e) from None
+            raise self._start_error(e) from None  # start() terminates: the created container is removed
+        self._start_reaper(owner, owner_created)  # first thing once it runs: the owner may die any time now
         self._container.reload()
         for key in CONTAINER_PORTS:
             setattr(self, f"{key}_port", _host_port(self._container, CONTAINER_PORTS[key]))
-        self._log_path = logs_dir() / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{self._container.short_id}.log"
-        self._start_reaper(owner, owner_created)
 
     def _ensure_image(self) -> None:
         import docker.errors
@@ -226,7 +227,15 @@ class DockerServer(Server):
                 self._container.kill()
 
     def _terminate(self) -> None:
-        self._remove_container()
+        if self._container is not None:
+            # SIGTERM, then SIGKILL after 1 s: stubs and shared memory die with the container's namespace anyway.
+            engine.stop(self._container, grace=1)
+        self._stop_reaper()  # before the log is written whole: the reaper appends to the same file
+        if self._container is not None:
+            self._save_log()
+            engine.remove(self._container, grace=0)
+
+    def _stop_reaper(self) -> None:
         if self._reaper is not None:
             self._reaper.terminate()
             try:
@@ -235,13 +244,6 @@ class DockerServer(Server):
                 self._reaper.kill()
                 self._reaper.wait()
             self._reaper = None
-
-    def _remove_container(self) -> None:
-        if self._container is not None:
-            # SIGTERM, then SIGKILL after 1 s: stubs and shared memory die with the container's namespace anyway.
-            engine.stop(self._container, grace=1)
-            self._save_log()
-            engine.remove(self._container, grace=0)
 
     def _save_log(self) -> None:
         # The reaper follows the log into the file as it grows; once the container has stopped, write the whole
@@ -265,9 +267,6 @@ class DockerServer(Server):
         if not text and self._log_path is not None and self._log_path.exists():
             text = self._log_path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-tail:]) if tail else text
-
-    def _port_was_picked(self, port: int) -> bool:
-        return False  # the engine picks free host ports itself: nothing to retry
 
     def stop(self) -> None:
         super().stop()

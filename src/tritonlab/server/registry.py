@@ -134,6 +134,18 @@ def stray_containers() -> list[object]:
     return [c for c in engine.own_containers(client) if c.id not in known]
 
 
+def _label_owner_alive(labels: dict[str, str]) -> bool:
+    import socket
+
+    from tritonlab.container import engine
+
+    pid = labels.get(engine.LABEL_OWNER_PID)
+    if pid is None or labels.get(engine.LABEL_HOST) != socket.gethostname():
+        return True  # detached on purpose, or another machine's process: only --all stops it
+    created = labels.get(engine.LABEL_OWNER_CREATED)
+    return same_process(int(pid), float(created) if created not in (None, "None") else None) is not None
+
+
 def stop_orphans(grace: float = 10.0) -> list[ServerRecord]:
     """Stop servers whose owning process died (never detached ones, never those of a live owner)."""
     orphans = [r for r in records() if r.orphaned]
@@ -143,7 +155,8 @@ def stop_orphans(grace: float = 10.0) -> list[ServerRecord]:
 
 
 def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerRecord], list[ServerRecord], int]:
-    """Stop orphaned and detached servers (or all with ``everything``), and with ``everything`` also strays.
+    """Stop orphaned and detached servers (or all with ``everything``), unregistered containers whose owner died,
+    and with ``everything`` every stray.
 
     Returns (stopped, skipped because a live owner holds them, strays killed).
     """
@@ -159,9 +172,11 @@ def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerReco
         for proc in stray_tritonservers():
             if stop_process_tree(proc.pid, proc.create_time(), grace):
                 strays += 1
-        from tritonlab.container import engine
+    from tritonlab.container import engine
 
-        for container in stray_containers():
+    for container in stray_containers():
+        # Without --all only those whose labelled owner is dead (it died before its reaper could take over).
+        if everything or not _label_owner_alive(container.labels):
             engine.remove(container, grace=2.0)
             strays += 1
     sweep_orphaned_shm()  # regions of servers that died hard before anyone called down
