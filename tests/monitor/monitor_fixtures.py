@@ -4,6 +4,7 @@ real Prometheus servers. Imported by the test modules (this folder has no confte
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 
 import numpy as np
@@ -11,8 +12,10 @@ import pytest
 
 from tritonlab.monitor import SUMMARY_LATENCIES, prometheus_available
 
+# Skips on a learner's machine without the package; under CI (which installs it) a missing Prometheus fails instead.
 needs_prometheus = pytest.mark.skipif(
-    not prometheus_available(), reason="prometheus/promtool not installed (env/system.sh installs them as root)"
+    not prometheus_available() and not os.environ.get("CI"),
+    reason="prometheus/promtool not installed (env/system.sh installs them as root)",
 )
 
 
