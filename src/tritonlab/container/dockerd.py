@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tritonlab.container.engine import DockerUnavailable
+from tritonlab.server.process import die_with_parent_preexec
 
 SYSTEM_SOCKET = "/var/run/docker.sock"
 
@@ -54,6 +55,7 @@ def private_dockerd(root: Path | None = None, timeout: float = 90.0) -> Iterator
             ["dockerd", f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}",
              f"--pidfile={root / 'dockerd.pid'}", f"--host={host}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent_preexec(),  # a killed test run or benchmark takes its daemon with it
         )  # fmt: skip
     try:
         _wait_for_engine(host, proc, root, timeout)

@@ -26,6 +26,7 @@ from tritonlab.engine.trtllm.engine_dir import EngineInfo, check_engine_dir
 from tritonlab.engine.trtllm.plan import CONTAINER_EXAMPLES, BuildPlan
 from tritonlab.errors import TritonLabError
 from tritonlab.server.container import ImageMissing, NoGpuRuntime
+from tritonlab.server.process import die_with_parent_preexec, stop_process_tree
 
 Where = Literal["auto", "local", "docker"]
 Log = Callable[[str], None]
@@ -115,11 +116,18 @@ def _run_local(plan: BuildPlan, log: Log) -> None:
     for number, (phase, argv) in enumerate(zip(PHASES, (convert, build), strict=True), 1):
         log(f"[{number}/2 {phase}] {shlex.join(argv)}")
         started = time.monotonic()
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log(f"[{number}/2 {phase}] {line.rstrip()}")
-            code = proc.wait()
+        # Its own session, dying with this thread's process (a killed kernel), and stopped with everything it
+        # started on an interrupt: a multi-minute GPU build must not outlive the notebook that asked for it.
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                              start_new_session=True, preexec_fn=die_with_parent_preexec()) as proc:  # fmt: skip
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    log(f"[{number}/2 {phase}] {line.rstrip()}")
+                code = proc.wait()
+            except BaseException:
+                stop_process_tree(proc.pid, None, grace=5.0)
+                raise
         if code != 0:
             raise BuildFailed(f"{phase} exited with code {code}: {shlex.join(argv)}", fix=_fix_for(phase))
         log(f"[{number}/2 {phase}] done in {time.monotonic() - started:.0f} s")
