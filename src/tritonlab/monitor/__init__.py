@@ -11,19 +11,36 @@ Prometheus comes from Debian's ``prometheus`` package (``apt-get install prometh
 ``Prometheus(...).start()`` and ``check_rules`` raise an error saying so, and the rest of tritonlab works.
 """
 
-from tritonlab.monitor.api import PrometheusAPI, PromQLError, Sample, Series
-from tritonlab.monitor.binary import INSTALL_FIX, find_binary, prometheus_available
-from tritonlab.monitor.prometheus import JOB, SCRAPE_INTERVAL_S, Prometheus, metrics_url_of, prometheus_config
-from tritonlab.monitor.rules import RulesError, RulesReport, check_rules
-from tritonlab.monitor.triton_metrics import (
-    SUMMARY_LATENCIES,
-    ModelMetrics,
-    parse_metrics,
-    quantile,
-    read_metrics,
-    resources,
-    total,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Lazy: `tritonlab.monitor.cli` is imported by every `tritonlab` command, which must not pay for the server
+# package and prometheus_client unless it uses them.
+_WHERE = {
+    "PrometheusAPI": "api", "PromQLError": "api", "Sample": "api", "Series": "api",
+    "INSTALL_FIX": "binary", "find_binary": "binary", "prometheus_available": "binary",
+    "JOB": "prometheus", "SCRAPE_INTERVAL_S": "prometheus", "Prometheus": "prometheus", "metrics_url_of": "prometheus",
+    "prometheus_config": "prometheus",
+    "RulesError": "rules", "RulesReport": "rules", "check_rules": "rules",
+    "SUMMARY_LATENCIES": "triton_metrics", "ModelMetrics": "triton_metrics", "parse_metrics": "triton_metrics",
+    "quantile": "triton_metrics", "read_metrics": "triton_metrics", "resources": "triton_metrics",
+    "total": "triton_metrics",
+}  # fmt: skip
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tritonlab.monitor.api import PrometheusAPI, PromQLError, Sample, Series
+    from tritonlab.monitor.binary import INSTALL_FIX, find_binary, prometheus_available
+    from tritonlab.monitor.prometheus import JOB, SCRAPE_INTERVAL_S, Prometheus, metrics_url_of, prometheus_config
+    from tritonlab.monitor.rules import RulesError, RulesReport, check_rules
+    from tritonlab.monitor.triton_metrics import (
+        SUMMARY_LATENCIES,
+        ModelMetrics,
+        parse_metrics,
+        quantile,
+        read_metrics,
+        resources,
+        total,
+    )
 
 __all__ = [
     "INSTALL_FIX", "JOB", "SCRAPE_INTERVAL_S", "SUMMARY_LATENCIES", "ModelMetrics", "PromQLError", "Prometheus",
@@ -31,3 +48,9 @@ __all__ = [
     "metrics_url_of", "parse_metrics", "prometheus_available", "prometheus_config", "quantile", "read_metrics",
     "resources", "total",
 ]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"tritonlab.monitor.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'tritonlab.monitor' has no attribute {name!r}")
