@@ -36,8 +36,12 @@ class TritonPythonModel:
         self._log_lock = threading.Lock()
         trace = None
         if params.get("step_log", "false").lower() == "true":
-            self._log_file = open(os.path.join(args["model_repository"], "step_log.jsonl"), "w")  # noqa: SIM115
-            trace = self._write_trace
+            try:
+                self._log_file = open(os.path.join(args["model_repository"], "step_log.jsonl"), "w")  # noqa: SIM115
+            except OSError as e:  # a read-only repository (the docker backend mounts it so): serve without the log
+                pb_utils.Logger.log_warn(f"llm: step log disabled, cannot write into the repository: {e}")
+            else:
+                trace = self._write_trace
         self.batcher = rt.Batcher(
             self.engine,
             params.get("batching_strategy", "inflight"),
