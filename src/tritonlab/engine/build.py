@@ -31,7 +31,7 @@ from tritonlab.engine.convert import load_checkpoint
 from tritonlab.errors import TritonLabError
 from tritonlab.paths import cache_dir
 
-ENGINE_FILE = "rank0.pt2"
+ENGINE_FILE = runtime.ENGINE_FILE  # one name for the writer and the loader
 ENGINE_VERSION = "tritonlab-embedded-engine-1"
 
 

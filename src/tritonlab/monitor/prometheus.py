@@ -30,7 +30,7 @@ from tritonlab.monitor.api import PrometheusAPI
 from tritonlab.monitor.binary import find_binary
 from tritonlab.monitor.rules import check_rules
 from tritonlab.server import ports
-from tritonlab.server.process import die_with_parent_preexec, same_process, stop_process_tree
+from tritonlab.server.process import create_time, die_with_parent_preexec, stop_process_tree
 
 HOST = "127.0.0.1"
 JOB = "triton"  # the job label of every Triton target: up{job="triton"}
@@ -183,7 +183,7 @@ class Prometheus(PrometheusAPI):
                 start_new_session=True,  # a notebook interrupt must not reach it
                 preexec_fn=None if self.detach else die_with_parent_preexec(),
             )  # fmt: skip
-        self._create_time = _create_time(self._process.pid)
+        self._create_time = create_time(self._process.pid)
 
     def _write_config(self) -> None:
         assert self.workdir is not None
@@ -228,7 +228,7 @@ class Prometheus(PrometheusAPI):
         owner = None if self.detach else os.getpid()
         self._record = registry.MonitorRecord(
             pid=self._process.pid, create_time=self._create_time, owner_pid=owner,
-            owner_create_time=_create_time(owner) if owner else None, url=self.url, targets=self.metrics_urls,
+            owner_create_time=create_time(owner) if owner else None, url=self.url, targets=self.metrics_urls,
             workdir=str(self.workdir),
         )  # fmt: skip
         self._record.save()
@@ -249,8 +249,3 @@ class Prometheus(PrometheusAPI):
             raise TritonLabError(f"Prometheus loaded no rule group from {', '.join(map(str, paths))}",
                                  fix="check the file has a groups: list with at least one rule")  # fmt: skip
         return loaded
-
-
-def _create_time(pid: int) -> float | None:
-    proc = same_process(pid, None)
-    return proc.create_time() if proc else None

@@ -23,6 +23,7 @@ from tritonlab.errors import PortInUseError, TritonLabError
 from tritonlab.paths import logs_dir
 from tritonlab.server import ports, registry
 from tritonlab.server.base import Server
+from tritonlab.server.process import create_time
 
 CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -126,7 +127,7 @@ class DockerServer(Server):
         self._docker = self._docker or engine.connect(self.docker_host)
         self._ensure_image()
         owner = None if self.detach else os.getpid()
-        owner_created = _create_time(owner) if owner else None
+        owner_created = create_time(owner) if owner else None
         # (host,) lets the engine pick a free host port itself: no race between choosing and binding.
         published = {
             f"{port}/tcp": (self.host, self._requested_ports[key]) if self._requested_ports[key] else (self.host,)
@@ -286,7 +287,7 @@ class DockerServer(Server):
             pid=None,
             create_time=None,
             owner_pid=owner,
-            owner_create_time=_create_time(owner) if owner else None,
+            owner_create_time=create_time(owner) if owner else None,
             http_url=self.http_url,
             grpc_url=self.grpc_url,
             metrics_url=self.metrics_url,
@@ -346,14 +347,3 @@ def _first_line(error: Exception) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return str(text).strip().splitlines()[0][:300] if str(text).strip() else type(error).__name__
-
-
-def _create_time(pid: int | None) -> float | None:
-    import psutil
-
-    if pid is None:
-        return None
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None

@@ -25,7 +25,7 @@ from tritonlab.errors import EnvironmentProblem
 from tritonlab.paths import logs_dir
 from tritonlab.server import ports, registry
 from tritonlab.server.base import Server
-from tritonlab.server.process import die_with_parent_preexec, stop_process_tree
+from tritonlab.server.process import create_time, die_with_parent_preexec, stop_process_tree
 from tritonlab.server.staging import StagedServer, stage
 
 _KEEP_LOGS = 40
@@ -126,7 +126,7 @@ class EmbeddedServer(Server):
                 start_new_session=True,  # own process group: a notebook interrupt must not reach it
                 preexec_fn=None if self.detach else die_with_parent_preexec(),
             )
-        self._create_time = _create_time(self._process.pid)
+        self._create_time = create_time(self._process.pid)
 
     def _port_was_picked(self, port: int) -> bool:
         chosen = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
@@ -167,7 +167,7 @@ class EmbeddedServer(Server):
             pid=self._process.pid,
             create_time=self._create_time,
             owner_pid=owner,
-            owner_create_time=_create_time(owner) if owner else None,
+            owner_create_time=create_time(owner) if owner else None,
             http_url=self.http_url,
             grpc_url=self.grpc_url,
             metrics_url=self.metrics_url,
@@ -187,12 +187,3 @@ class EmbeddedServer(Server):
         logs = sorted(logs_dir().glob("tritonserver-*.log"), key=lambda p: p.stat().st_mtime)
         for old in logs[:-_KEEP_LOGS]:
             old.unlink(missing_ok=True)
-
-
-def _create_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None

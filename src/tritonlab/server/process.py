@@ -60,6 +60,17 @@ def same_process(pid: int, create_time: float | None) -> psutil.Process | None:
         return None
 
 
+def create_time(pid: int | None) -> float | None:
+    """When ``pid`` started (psutil's clock), or None if there is no such process: with the pid, it names one
+    process even after the pid is reused."""
+    if pid is None:
+        return None
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool:
     """Stop ``pid`` and everything it started; True if a process was found (and is gone now).
 
