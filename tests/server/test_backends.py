@@ -72,9 +72,10 @@ def test_start_infer_http_and_grpc_stats_show_requests_then_stop(backend):
         grpc_result = server.grpc_client().infer("add_sub", add_sub_inputs(grpcclient, a, b))
         np.testing.assert_array_equal(grpc_result.as_numpy("OUTPUT0"), a + b)
 
-        stats = server.model_stats("add_sub")["model_stats"][0]
-        assert stats["inference_count"] == 4  # two requests of batch 2
-        assert int(stats["inference_stats"]["success"]["count"]) == 2
+        # Triton counts a request once its response has gone out: the second may show a moment after its answer.
+        stats = lambda: server.model_stats("add_sub")["model_stats"][0]  # noqa: E731
+        assert wait_for(lambda: stats()["inference_count"] == 4, timeout=5), stats()  # two requests of batch 2
+        assert int(stats()["inference_stats"]["success"]["count"]) == 2
         assert server.metadata()["version"] == "2.51.0"
         assert "nv_inference_request_success" in server.metrics_text()
         assert "Started HTTPService at" in server.logs()
@@ -133,7 +134,7 @@ def test_two_servers_side_by_side_on_free_ports(example_repo, backend):
         for s in (first, second):
             out = s.http_client().infer("add_sub", add_sub_inputs(httpclient, a, a)).as_numpy("OUTPUT0")
             np.testing.assert_array_equal(out, 2 * a)
-        assert first.model_stats("add_sub")["model_stats"][0]["inference_count"] == 1
+        assert wait_for(lambda: first.model_stats("add_sub")["model_stats"][0]["inference_count"] == 1, timeout=5)
 
 
 def test_explicit_mode_loads_and_unloads_through_the_api(example_repo, backend):
