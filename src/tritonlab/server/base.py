@@ -128,6 +128,19 @@ class Server(abc.ABC):
     def pid(self) -> int | None:
         return None
 
+    def serving_args(self) -> list[str]:
+        """The tritonserver options every owned backend passes the same way: control mode, exit timeout, log level,
+        models to load, and the caller's extra arguments (last, so they can refine the others)."""
+        args = [
+            f"--model-control-mode={self.model_control_mode}",
+            f"--exit-timeout-secs={self.exit_timeout}",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        if self.model_control_mode == "poll":
+            args.append(f"--repository-poll-secs={self.poll_interval}")
+        args += [f"--load-model={name}" for name in self.models]
+        return args + list(self.extra_args)
+
     # ------------------------------------------------------------------ addresses
     @property
     def http_address(self) -> str:

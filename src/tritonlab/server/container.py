@@ -95,14 +95,8 @@ class DockerServer(Server):
             f"--http-port={CONTAINER_PORTS['http']}",
             f"--grpc-port={CONTAINER_PORTS['grpc']}",
             f"--metrics-port={CONTAINER_PORTS['metrics']}",
-            f"--model-control-mode={self.model_control_mode}",
-            f"--exit-timeout-secs={self.exit_timeout}",
-            f"--log-verbose={self.log_verbose}",
+            *self.serving_args(),
         ]
-        if self.model_control_mode == "poll":
-            cmd.append(f"--repository-poll-secs={self.poll_interval}")
-        cmd += [f"--load-model={name}" for name in self.models]
-        cmd += self.extra_args
         return cmd
 
     def _device_requests(self) -> list[Any] | None:

@@ -93,14 +93,8 @@ class EmbeddedServer(Server):
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
-            f"--model-control-mode={self.model_control_mode}",
-            f"--exit-timeout-secs={self.exit_timeout}",
-            f"--log-verbose={self.log_verbose}",
+            *self.serving_args(),
         ]
-        if self.model_control_mode == "poll":
-            cmd.append(f"--repository-poll-secs={self.poll_interval}")
-        cmd += [f"--load-model={name}" for name in self.models]
-        cmd += self.extra_args
         return cmd
 
     def _launch(self) -> None:
