@@ -77,6 +77,17 @@ def _short(text: str) -> str:
     return text.splitlines()[0][:160] if text else "no answer"
 
 
+NVIDIA_TOOLKIT_FIX = (
+    "install the NVIDIA Container Toolkit (sudo nvidia-ctk runtime configure --runtime=docker, then restart docker)"
+)
+
+
+def lacks_gpu_runtime(error: Exception) -> bool:
+    """The engine refused a GPU device request because it has no NVIDIA runtime."""
+    text = str(error)
+    return "could not select device driver" in text or ("nvidia" in text.lower() and "runtime" in text.lower())
+
+
 def owner_labels(owner_pid: int | None, owner_created: float | None) -> dict[str, str]:
     labels = {LABEL: "1", LABEL_CACHE: str(cache_dir()), LABEL_HOST: socket.gethostname()}
     if owner_pid is not None:

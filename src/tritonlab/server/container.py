@@ -180,12 +180,11 @@ class DockerServer(Server):
 
     def _start_error(self, error: Exception) -> TritonLabError:
         text = str(error)
-        if "could not select device driver" in text or ("nvidia" in text.lower() and "runtime" in text.lower()):
+        if engine.lacks_gpu_runtime(error):
             return NoGpuRuntime(
                 f"GPUs were asked for (gpus={self.gpus!r}) but the Docker engine at {self.docker_host} has no NVIDIA "
                 f"runtime: {_first_line(error)}",
-                fix="install the NVIDIA Container Toolkit (sudo nvidia-ctk runtime configure --runtime=docker, then "
-                "restart docker), or leave gpus out to serve on the CPU",
+                fix=f"{engine.NVIDIA_TOOLKIT_FIX}, or leave gpus out to serve on the CPU",
             )
         for port in self._requested_ports.values():
             if port is not None and str(port) in text and ("allocated" in text or "in use" in text):

@@ -242,12 +242,12 @@ def _ensure_image(client: Any, image: str) -> None:
 
 def _start_error(error: Exception, gpus: str | int, host: str) -> TritonLabError:
     text = str(error)
-    if "could not select device driver" in text or ("nvidia" in text.lower() and "runtime" in text.lower()):
+    if engine.lacks_gpu_runtime(error):
         return NoGpuRuntime(
             f"the build needs GPUs (gpus={gpus!r}) but the Docker engine at {host} has no NVIDIA runtime: "
             f"{text.splitlines()[0][:300] if text else type(error).__name__}",
-            fix="install the NVIDIA Container Toolkit (sudo nvidia-ctk runtime configure --runtime=docker, then "
-            f"restart docker); TensorRT-LLM engines can only be built on an NVIDIA GPU. Needed: {_needed()}",
+            fix=f"{engine.NVIDIA_TOOLKIT_FIX}; TensorRT-LLM engines can only be built on an NVIDIA GPU. "
+            f"Needed: {_needed()}",
         )
     return TritonLabError(
         f"Docker could not start the TensorRT-LLM build container: {text[:300]}",
