@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import http.client
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -92,6 +93,7 @@ class Server(abc.ABC):
         self._clients: list[Any] = []
         self._shared_clients: dict[type, Any] = {}
         self._lock = threading.Lock()
+        self._record: Any = None  # the registry entry of an owned server, while it runs
 
     # ------------------------------------------------------------------ what backends provide
     @abc.abstractmethod
@@ -115,10 +117,36 @@ class Server(abc.ABC):
         return False
 
     def _register(self) -> None:
-        """Record the running server where `tritonlab status/down` can find it (owned backends)."""
+        """Record the running server where `tritonlab status/down` can find it (owned backends: ``_save_record``)."""
+
+    def _save_record(
+        self, record_id: str, *, pid: int | None = None, process_created: float | None = None, extra: dict | None = None
+    ) -> None:
+        from tritonlab.server import registry
+        from tritonlab.server.process import create_time
+
+        owner = None if self.detach else os.getpid()
+        self._record = registry.ServerRecord(
+            id=record_id,
+            backend=self.backend,
+            pid=pid,
+            create_time=process_created,
+            owner_pid=owner,
+            owner_create_time=create_time(owner),
+            http_url=self.http_url,
+            grpc_url=self.grpc_url,
+            metrics_url=self.metrics_url,
+            repository=str(self.repository),
+            log_path=self.log_path,
+            model_control_mode=self.model_control_mode,
+            extra=extra or {},
+        )
+        self._record.save()
 
     def _unregister(self) -> None:
-        pass
+        if self._record is not None:
+            self._record.remove()
+            self._record = None
 
     @property
     def log_path(self) -> str | None:

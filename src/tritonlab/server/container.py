@@ -21,7 +21,7 @@ from tritonlab import versions
 from tritonlab.container import engine
 from tritonlab.errors import PortInUseError, TritonLabError
 from tritonlab.paths import logs_dir
-from tritonlab.server import ports, registry
+from tritonlab.server import ports
 from tritonlab.server.base import Server
 from tritonlab.server.process import create_time
 
@@ -74,7 +74,6 @@ class DockerServer(Server):
         self._container: Any = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
-        self._record: registry.ServerRecord | None = None
         self._requested_ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
 
     # ------------------------------------------------------------------ what the container runs
@@ -273,28 +272,8 @@ class DockerServer(Server):
 
     def _register(self) -> None:
         assert self._container is not None
-        owner = None if self.detach else os.getpid()
-        self._record = registry.ServerRecord(
-            id=self._container.short_id,
-            backend=self.backend,
-            pid=None,
-            create_time=None,
-            owner_pid=owner,
-            owner_create_time=create_time(owner) if owner else None,
-            http_url=self.http_url,
-            grpc_url=self.grpc_url,
-            metrics_url=self.metrics_url,
-            repository=str(self.repository),
-            log_path=self.log_path,
-            model_control_mode=self.model_control_mode,
-            extra={"container": self._container.id, "docker_host": self.docker_host, "image": self.image},
-        )
-        self._record.save()
-
-    def _unregister(self) -> None:
-        if self._record is not None:
-            self._record.remove()
-            self._record = None
+        extra = {"container": self._container.id, "docker_host": self.docker_host, "image": self.image}
+        self._save_record(self._container.short_id, extra=extra)
 
 
 def _valid_gpus(gpus: object) -> bool:

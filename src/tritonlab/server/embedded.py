@@ -23,7 +23,7 @@ from typing import Any
 
 from tritonlab.errors import EnvironmentProblem
 from tritonlab.paths import logs_dir
-from tritonlab.server import ports, registry
+from tritonlab.server import ports
 from tritonlab.server.base import Server
 from tritonlab.server.process import create_time, die_with_parent_preexec, stop_process_tree
 from tritonlab.server.staging import StagedServer, stage
@@ -70,7 +70,6 @@ class EmbeddedServer(Server):
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._create_time: float | None = None
-        self._record: registry.ServerRecord | None = None
         self._requested_ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
 
     @property
@@ -154,27 +153,7 @@ class EmbeddedServer(Server):
 
     def _register(self) -> None:
         assert self._process is not None
-        owner = None if self.detach else os.getpid()
-        self._record = registry.ServerRecord(
-            id=str(self._process.pid),
-            backend=self.backend,
-            pid=self._process.pid,
-            create_time=self._create_time,
-            owner_pid=owner,
-            owner_create_time=create_time(owner) if owner else None,
-            http_url=self.http_url,
-            grpc_url=self.grpc_url,
-            metrics_url=self.metrics_url,
-            repository=str(self.repository),
-            log_path=self.log_path,
-            model_control_mode=self.model_control_mode,
-        )
-        self._record.save()
-
-    def _unregister(self) -> None:
-        if self._record is not None:
-            self._record.remove()
-            self._record = None
+        self._save_record(str(self._process.pid), pid=self._process.pid, process_created=self._create_time)
 
     @staticmethod
     def _prune_logs() -> None:
