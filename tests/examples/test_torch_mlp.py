@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import tritonclient.grpc as grpcclient
@@ -9,7 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tritonlab.examples.torch_mlp import IN_FEATURES, OUT_FEATURES, build_mlp, model_config, write_torch_mlp_repository
-from tritonlab.server import start_server
+from tritonlab.server import Server, start_server
 
 
 def test_config_is_a_valid_model_config_for_each_device():
@@ -20,6 +22,14 @@ def test_config_is_a_valid_model_config_for_each_device():
     assert "gpus: 0" in model_config("cuda")
 
 
+def _wait_for_log(server: Server, text: str, timeout_s: float = 15.0) -> str:
+    # the python backend forwards a model's log lines to the server log asynchronously, after the response
+    deadline = time.monotonic() + timeout_s
+    while text not in (log := server.logs()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return log
+
+
 def test_triton_answers_like_the_in_process_model(tmp_path):
     repo = write_torch_mlp_repository(tmp_path, device="cpu")
     x = np.random.default_rng(1).standard_normal((5, IN_FEATURES)).astype(np.float32)
@@ -27,7 +37,7 @@ def test_triton_answers_like_the_in_process_model(tmp_path):
         request = grpcclient.InferInput("INPUT", list(x.shape), "FP32")
         request.set_data_from_numpy(x)
         got = server.grpc_client().infer("torch_mlp", [request]).as_numpy("OUTPUT")
-        log = server.logs()
+        log = _wait_for_log(server, "computed on cpu")
     with torch.inference_mode():
         want = build_mlp()(torch.from_numpy(x)).numpy()
     assert got.shape == (5, OUT_FEATURES)
