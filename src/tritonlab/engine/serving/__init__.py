@@ -51,12 +51,23 @@ def preprocessing_config() -> Any:
 
 
 def llm_config(
-    strategy: Strategy = "inflight", *, torch_threads: int = 1, batch_wait_ms: float = 5.0, step_log: bool = True
+    strategy: Strategy = "inflight",
+    *,
+    torch_threads: int = 1,
+    batch_wait_ms: float = 5.0,
+    step_log: bool = True,
+    device: Literal["cpu", "cuda"] = "cpu",
 ) -> Any:
+    """``device="cuda"`` (an engine built for a GPU): one KIND_GPU instance on GPU 0, which the engine and its KV
+    cache live on; ``"cpu"``: one KIND_CPU instance."""
     mc = _mc()
     if strategy not in ("inflight", "static"):
         raise TritonLabError(f"batching_strategy={strategy!r}", fix="use 'inflight' or 'static'")
     config = _python_model(LLM)
+    if device == "cuda":
+        group = config.instance_group[0]
+        group.kind = mc.ModelInstanceGroup.KIND_GPU
+        group.gpus.append(0)
     config.input.add(name="input_ids", data_type=mc.TYPE_INT32, dims=[-1])
     config.input.add(name="max_tokens", data_type=mc.TYPE_INT32, dims=[1])
     config.input.add(name="ignore_eos", data_type=mc.TYPE_BOOL, dims=[1], optional=True)
@@ -154,7 +165,11 @@ def prepare_repository(
     ):
         version = _model_dir(dest, config, model_file)
         shutil.copyfile(engine_dir / "tokenizer.json", version / "tokenizer.json")
-    llm = llm_config(batching_strategy, torch_threads=torch_threads, batch_wait_ms=batch_wait_ms, step_log=step_log)
+    # The llm instance runs where the engine was built to run: KIND_GPU for a cuda engine.
+    device = engine_config(engine_dir).get("device", {}).get("device_class", "cpu")
+    llm = llm_config(
+        batching_strategy, torch_threads=torch_threads, batch_wait_ms=batch_wait_ms, step_log=step_log, device=device
+    )
     version = _model_dir(dest, llm, "llm.py")
     shutil.copyfile(runtime.__file__, version / "engine_runtime.py")
     shutil.copytree(engine_dir, version / "engine")
