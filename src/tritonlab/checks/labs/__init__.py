@@ -1,3 +1,3 @@
 """Checkpoint definitions, one module per lab. Importing this package registers them all."""
 
-from tritonlab.checks.labs import lab1, lab2, lab3, lab4  # noqa: F401
+from tritonlab.checks.labs import lab1, lab2, lab3, lab4, lab5  # noqa: F401
