@@ -10,8 +10,13 @@ Models (configs written through Triton's ``ModelConfig`` protobuf):
 - ``llm``: decoupled python-backend model running the engine with in-flight or static batching, one response
   per token (``triton_models/llm.py``, which carries the runtime and the engine in its version folder);
 - ``postprocessing``: each token id -> its text;
-- ``ensemble``: text_input, max_tokens[, ignore_eos] -> streamed text_output + output_ids. Call it through gRPC
-  streaming or ``POST /v2/models/ensemble/generate_stream`` (a decoupled model cannot answer ``/infer``).
+- ``ensemble``: text_input, max_tokens[, ignore_eos, stream, exclude_input_in_output] -> streamed text_output +
+  output_ids. Call it through gRPC streaming or ``POST /v2/models/ensemble/generate_stream`` (a decoupled model
+  cannot answer ``/infer``).
+
+``stream`` and ``exclude_input_in_output`` are the two extra inputs genai-perf sends for ``--backend tensorrtllm``
+(as TRT-LLM's ensemble has them). This ensemble always streams and never echoes the prompt, so it accepts them
+when true and refuses false with a clear error (``preprocessing`` checks them).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from tritonlab.errors import TritonLabError
 ASSETS = Path(__file__).with_name("triton_models")
 PREPROCESSING, LLM, POSTPROCESSING, ENSEMBLE = "preprocessing", "llm", "postprocessing", "ensemble"
 Strategy = Literal["inflight", "static"]
+# Inputs genai-perf sends for --backend tensorrtllm that this ensemble can only honour as true.
+GENAI_PERF_FLAGS = ("stream", "exclude_input_in_output")
 
 
 def _mc() -> Any:
@@ -46,6 +53,8 @@ def preprocessing_config() -> Any:
     mc = _mc()
     config = _python_model(PREPROCESSING)
     config.input.add(name="text_input", data_type=mc.TYPE_STRING, dims=[1])
+    for name in GENAI_PERF_FLAGS:  # accepted when true, refused when false (see the module docstring)
+        config.input.add(name=name, data_type=mc.TYPE_BOOL, dims=[1], optional=True)
     config.output.add(name="input_ids", data_type=mc.TYPE_INT32, dims=[-1])
     return config
 
@@ -105,11 +114,15 @@ def ensemble_config() -> Any:
     config.input.add(name="text_input", data_type=mc.TYPE_STRING, dims=[1])
     config.input.add(name="max_tokens", data_type=mc.TYPE_INT32, dims=[1])
     config.input.add(name="ignore_eos", data_type=mc.TYPE_BOOL, dims=[1], optional=True)
+    for name in GENAI_PERF_FLAGS:
+        config.input.add(name=name, data_type=mc.TYPE_BOOL, dims=[1], optional=True)
     config.output.add(name="text_output", data_type=mc.TYPE_STRING, dims=[-1, 1])
     config.output.add(name="output_ids", data_type=mc.TYPE_INT32, dims=[-1, -1])
     steps = config.ensemble_scheduling.step
     pre = steps.add(model_name=PREPROCESSING, model_version=-1)
     pre.input_map["text_input"] = "text_input"
+    for name in GENAI_PERF_FLAGS:
+        pre.input_map[name] = name
     pre.output_map["input_ids"] = "_input_ids"
     llm = steps.add(model_name=LLM, model_version=-1)
     llm.input_map["input_ids"] = "_input_ids"
