@@ -69,6 +69,8 @@ def up(
     except TritonLabError as e:
         raise fail(e) from None
     info = server.urls()
+    for record in server.orphans_stopped:
+        err.print(f"stopped server {record.id} ({record.http_url}): the process that started it had died")
     if as_json:
         print(json.dumps(info), flush=True)
     else:

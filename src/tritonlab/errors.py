@@ -57,3 +57,20 @@ class ModelLoadError(ServerStartError):
             fix="fix the model named above (its config.pbtxt or model file), then start the server again "
             "(`tritonlab logs` shows the whole server log)",
         )
+
+
+class ServerCrashed(TritonLabError):
+    """A server this Python started has died since (killed, crashed, its container removed)."""
+
+    def __init__(self, message: str, exit_code: int | None = None, log_path: str | None = None):
+        self.exit_code = exit_code
+        self.log_path = log_path
+        super().__init__(
+            message + (f"\n(its log: {log_path})" if log_path else ""),
+            fix="server.restart() starts it again with the same options (or re-run the cell that starts it); "
+            "run check() again once it is back",
+        )
+
+
+class DiskFull(TritonLabError):
+    """A write failed for lack of space (or quota): nothing written before was changed."""

@@ -10,7 +10,6 @@ import dataclasses
 import html
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, overload
 from tritonlab.errors import TritonLabError
 
 FORMAT = "tritonlab.bench/1"
+MAX_RESULTS_BYTES = 64 * 2**20  # thousands of rows take a few MB: a bigger file is not a results file
 MAX_STATS_READ_S = 0.5  # a /stats read at a window edge slower than this leaves the request count too uncertain
 
 
@@ -130,13 +130,59 @@ class BenchRow:
         return "?"
 
     # ------------------------------------------------------------------ JSON
+    _NUMBERS = ("throughput", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "window_s")
+    _INTEGERS = ("requests", "errors", "batch_size")
+    _STRINGS = ("tool", "protocol", "model", "label")
+
+    def _check_types(self) -> None:
+        """A row read from a file holds what a measurement writes (a hand-edited or damaged file fails here, with
+        the field named, instead of deep inside a checkpoint)."""
+
+        def number(value: Any, integer: bool = False) -> bool:
+            kinds = int if integer else (int, float)
+            return isinstance(value, kinds) and not isinstance(value, bool) and value == value  # not NaN
+
+        def counters(snapshot: Any) -> bool:
+            if not isinstance(snapshot, dict):
+                return False
+            sizes = snapshot.get("batch_stats", {})
+            return (all(number(v) for k, v in snapshot.items() if k != "batch_stats") and isinstance(sizes, dict)
+                    and all(str(k).isdigit() and number(v) for k, v in sizes.items()))  # fmt: skip
+
+        problems = [f"{n} is {getattr(self, n)!r}, not a number" for n in self._NUMBERS if not number(getattr(self, n))]
+        problems += [f"{n} is {getattr(self, n)!r}, not a whole number" for n in self._INTEGERS
+                     if not number(getattr(self, n), integer=True)]  # fmt: skip
+        problems += [
+            f"{n} is {getattr(self, n)!r}, not text" for n in self._STRINGS if not isinstance(getattr(self, n), str)
+        ]
+        for name in ("concurrency", "request_rate"):
+            value = getattr(self, name)
+            if value is not None and not number(value, integer=name == "concurrency"):
+                problems.append(f"{name} is {value!r}, not a number")
+        if self.first_error is not None and not isinstance(self.first_error, str):
+            problems.append(f"first_error is {self.first_error!r}, not text")
+        if self.config is not None and not isinstance(self.config, dict):
+            problems.append(f"config is {self.config!r}, not an object")
+        stats = self.server_stats
+        if stats is not None and not (
+            isinstance(stats, dict) and counters(stats.get("before")) and counters(stats.get("after"))
+            and all(number(r) for r in stats.get("read_s") or [])
+            and isinstance(stats.get("read_s") or [], list)
+        ):  # fmt: skip
+            problems.append("server_stats is not {'before': {counter: number}, 'after': {counter: number}}")
+        if problems:
+            raise TypeError("; ".join(problems)[:500])
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchRow:
+        if not isinstance(data, dict):
+            raise TypeError(f"a row is {type(data).__name__}, not an object")
         known = {f.name for f in dataclasses.fields(cls)}
         row = cls(**{k: v for k, v in data.items() if k in known})
+        row._check_types()
         if row.server_stats:  # JSON turned batch sizes into strings; make them ints again
             for snapshot in (row.server_stats.get("before"), row.server_stats.get("after")):
                 if isinstance(snapshot, dict) and "batch_stats" in snapshot:
@@ -206,18 +252,25 @@ class BenchTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchTable:
-        return cls(BenchRow.from_dict(r) for r in data["rows"])
+        rows = []
+        for number, row in enumerate(data["rows"], 1):
+            try:
+                rows.append(BenchRow.from_dict(row))
+            except TypeError as e:
+                raise TypeError(f"row {number}: {e}") from None
+        return cls(rows)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON (atomically: a crash never leaves half a results file)."""
+        from tritonlab.diskspace import atomic_write_text, clear_when_full
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
+        with clear_when_full(path.parent, f"the results file {path.name}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, self.to_json(), f"the results file {path.name}", tmp=path.with_name(path.name + ".tmp"))
         return path
 
     @classmethod
@@ -230,14 +283,24 @@ class BenchTable:
                 fix="check the path, or create it with run_bench(..., save_to=path) / `tritonlab bench --save`",
             )
         try:
+            size = path.stat().st_size
+            if size > MAX_RESULTS_BYTES:
+                limit = MAX_RESULTS_BYTES // 2**20
+                raise ValueError(f"it is {size / 2**20:.0f} MiB, more than any results file ({limit} MiB at most)")
             data = json.loads(path.read_text())
             if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
                 raise ValueError('expected a JSON object with a "rows" list')
             return cls.from_dict(data)
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            detail = f"line {e.lineno}, column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
             raise TritonLabError(
-                f"{path} is not a tritonlab benchmark results file ({type(e).__name__}: {e})",
+                f"{path} is not a tritonlab benchmark results file ({detail})",
                 fix=f"delete or rename {path}, or save new results to another file",
+            ) from None
+        except OSError as e:
+            raise TritonLabError(
+                f"cannot read {path}: {e.strerror}",
+                fix=f"give yourself read access (chmod u+r {path}) or save results elsewhere",
             ) from None
 
     # ------------------------------------------------------------------ display

@@ -39,6 +39,19 @@ def _server_info(server: Any) -> ServerInfo | None:
     return ServerInfo(server.http_url, server.grpc_url, server.metrics_url)
 
 
+def _explain_crash(results: list[Result], server: Any) -> list[Result]:
+    """Without a running server, checkpoints say none was found; if the one this notebook started died, say that."""
+    from tritonlab.server.base import crashed_server
+
+    crashed = crashed_server() if server is None else None
+    crash = crashed.crash() if crashed is not None else None
+    if crash is not None:
+        for result in results:
+            if result.status == Status.FAIL and result.message.startswith("no running Triton server was found"):
+                result.message, result.hint = crash.message, crash.fix or result.hint
+    return results
+
+
 def submit(checkpoint_id: str, workspace: str | Path | None = None, **values: Any) -> None:
     """Record values for a checkpoint in the workspace (``check`` does this for you)."""
     if values:
@@ -48,12 +61,13 @@ def submit(checkpoint_id: str, workspace: str | Path | None = None, **values: An
 def check(checkpoint_id: str, *, server: Any = None, workspace: str | Path | None = None, **values: Any) -> Result:
     """Submit ``values`` (if any) and verify the checkpoint against real state. Shows a pass/fail card."""
     submit(checkpoint_id, workspace, **values)
-    return run_isolated([checkpoint_id], store.workspace_dir(workspace), _server_info(server))[0]
+    results = run_isolated([checkpoint_id], store.workspace_dir(workspace), _server_info(server))
+    return _explain_crash(results, server)[0]
 
 
 def check_all(lab: str, *, server: Any = None, workspace: str | Path | None = None) -> ResultTable:
     """Every checkpoint of ``lab`` as a table."""
-    results = run_isolated([lab], store.workspace_dir(workspace), _server_info(server))
+    results = _explain_crash(run_isolated([lab], store.workspace_dir(workspace), _server_info(server)), server)
     return ResultTable(results, f"{lab}: {sum(r.passed for r in results)}/{len(results)} checkpoints pass")
 
 

@@ -17,7 +17,7 @@ import psutil
 
 from tritonlab.checks import store
 from tritonlab.checks.core import Context, Result, ServerInfo, Status, resolve, run_checkpoint
-from tritonlab.errors import TritonLabError
+from tritonlab.errors import DiskFull, TritonLabError
 
 
 def evaluate(selectors: list[str], workspace: Path, server: ServerInfo | None, record: bool = True) -> list[Result]:
@@ -25,7 +25,11 @@ def evaluate(selectors: list[str], workspace: Path, server: ServerInfo | None, r
     ctx = Context(workspace=workspace, server=server, submissions=store.load_submissions(workspace))
     results = [run_checkpoint(cp, ctx) for cp in checkpoints]
     if record:
-        store.record_results(workspace, results)
+        try:
+            store.record_results(workspace, results)
+        except DiskFull as e:  # the verdicts stand; only the progress history could not be saved
+            for result in results:
+                result.message += f" (not saved to your progress: {e.message} Fix: {e.fix})"
     return results
 
 

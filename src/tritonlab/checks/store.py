@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonlab.checks.core import Result
+from tritonlab.diskspace import atomic_write_text, clear_when_full
 
 STATE_DIR = ".tritonlab"
 
@@ -31,10 +32,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with clear_when_full(path.parent, f"your checkpoint state ({path.name})"):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1), f"your checkpoint state ({path.name})", tmp=tmp)
 
 
 def load_submissions(workspace: Path) -> dict[str, dict[str, Any]]:

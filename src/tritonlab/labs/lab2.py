@@ -14,6 +14,8 @@ from string import Template
 
 import numpy as np
 
+from tritonlab.diskspace import reports_disk_full
+
 ASSETS = Path(__file__).with_name("lab2_models")
 WEIGHTS = {
     1: (np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, -0.5, 1.0], [-1.0, 0.5, 0.5]], np.float32),
@@ -41,6 +43,7 @@ def pipeline(raw: np.ndarray, version: int = 2) -> np.ndarray:
     return argmax(classify(scale(raw), version))
 
 
+@reports_disk_full("the lab 2 model repository")
 def prepare_repository(dest: str | Path) -> Path:
     """Lay out the lab's repository: complete models (scale, argmax, scratch) and the parts you complete."""
     dest = Path(dest)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tritonlab.diskspace import reports_disk_full
 from tritonlab.errors import TritonLabError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,6 +126,7 @@ def write_model(dest: Path, deployment: Deployment) -> None:
     shutil.copyfile(ASSETS / "encoder.py", dest / deployment.name / "1" / "model.py")
 
 
+@reports_disk_full("the lab 4 model repository")
 def prepare_repository(dest: str | Path, seed: int | None = None) -> Path:
     """encoder, and mystery_a / mystery_b mis-tuned one each way (which is which: random, or fixed by ``seed``)."""
     dest = Path(dest)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 from urllib.parse import quote
 
-from tritonlab.errors import ModelLoadError, PortInUseError, ServerStartError, TritonLabError
+from tritonlab.errors import ModelLoadError, PortInUseError, ServerCrashed, ServerStartError, TritonLabError
 from tritonlab.server import logparse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +94,7 @@ class Server(abc.ABC):
         self._shared_clients: dict[type, Any] = {}
         self._lock = threading.Lock()
         self._record: Any = None  # the registry entry of an owned server, while it runs
+        self.orphans_stopped: list[Any] = []  # registry entries of dead owners' servers that start() stopped
 
     # ------------------------------------------------------------------ what backends provide
     @abc.abstractmethod
@@ -213,6 +214,8 @@ class Server(abc.ABC):
                     f"model repository {self.repository} does not exist or is not a directory",
                     fix="pass the folder that holds one sub-folder per model (each with config.pbtxt)",
                 )
+            if self.backend != "remote":
+                self.orphans_stopped = _stop_orphans()
             for attempt in range(_START_ATTEMPTS):
                 try:
                     self._launch()  # inside the try: a launch that fails half-way is undone too
@@ -227,8 +230,12 @@ class Server(abc.ABC):
                 except BaseException:
                     self._terminate()
                     raise
+            try:
+                self._register()
+            except BaseException:  # e.g. a full disk: a server nobody can find later must not keep running
+                self._terminate()
+                raise
             self._started = True
-            self._register()
             if not self.detach:
                 _owned.add(self)
             _started_order.append(self)
@@ -269,8 +276,33 @@ class Server(abc.ABC):
         return self._started and self._exit_code() is None
 
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
+        code = self._exit_code() if self._started else None
+        state = "running" if code is None and self._started else (_how_it_ended(code) if self._started else "stopped")
         return f"<{type(self).__name__} {state} http={self.http_url} grpc={self.grpc_url} repo={self.repository}>"
+
+    def crash(self) -> ServerCrashed | None:
+        """If this server was started and has died since (killed, crashed, removed behind our back): the error that
+        says so, else None. Calls that need the server raise it instead of a bare 'connection refused'."""
+        if not self._started:
+            return None
+        code = self._exit_code()
+        if code is None:
+            return None
+        where = f"pid {self.pid}" if self.pid else self.backend
+        errors = logparse.significant_errors(self.logs(tail=40))
+        return ServerCrashed(
+            f"the Triton server this Python started ({where}, {self.http_url}) is no longer running: "
+            f"{_how_it_ended(code)}"
+            + (f"; its log ends with: {errors[-1]}" if errors else "")
+            + ". Its loaded models and statistics are gone.",
+            exit_code=code,
+            log_path=self.log_path,
+        )
+
+    def _raise_if_crashed(self) -> None:
+        crash = self.crash()
+        if crash is not None:
+            raise crash
 
     # ------------------------------------------------------------------ readiness and failures
     def _wait_ready(self) -> None:
@@ -314,18 +346,24 @@ class Server(abc.ABC):
         return {}
 
     # ------------------------------------------------------------------ plain HTTP (no client import needed)
-    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    def _http(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0, report_crash: bool = True
+    ) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection(self.host, self.http_port, timeout=timeout)
         try:
             conn.request(method, path, body=body)
             response = conn.getresponse()
             return response.status, response.read()
+        except OSError:
+            if report_crash:
+                self._raise_if_crashed()  # a dead server: say so, not 'Connection refused'
+            raise
         finally:
             conn.close()
 
     def _ok(self, path: str) -> bool:
         try:
-            return self._http("GET", path, timeout=1.0)[0] == 200
+            return self._http("GET", path, timeout=1.0, report_crash=False)[0] == 200
         except OSError:
             return False
 
@@ -348,8 +386,12 @@ class Server(abc.ABC):
     def metrics_text(self) -> str:
         import urllib.request
 
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-            return response.read().decode()
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            self._raise_if_crashed()
+            raise
 
     # ------------------------------------------------------------------ clients
     def http_client(self, **kwargs: Any) -> tritonclient.http.InferenceServerClient:
@@ -365,6 +407,7 @@ class Server(abc.ABC):
         return self._client(tritonclient.grpc.InferenceServerClient, self.grpc_address, kwargs)
 
     def _client(self, cls: type, address: str, kwargs: dict[str, Any]) -> Any:
+        self._raise_if_crashed()  # server.http_client().infer(...) on a dead server: say so, and how to recover
         if kwargs:
             client = cls(address, **kwargs)
         elif cls in self._shared_clients:
@@ -448,6 +491,34 @@ class Server(abc.ABC):
         return self._call("GET", (_model_path(name, version) if name else "/v2/models") + "/stats")
 
 
+def _stop_orphans() -> list[Any]:
+    """Stop the servers whose owner died without stopping them (a killed kernel runs no atexit): the next start
+    cleans up, so a learner who re-opens the notebook does not pile up servers, ports and memory."""
+    from tritonlab.server import registry
+
+    try:
+        return registry.stop_orphans()
+    except Exception:  # cleaning up must never keep a learner's server from starting
+        return []
+
+
+def _how_it_ended(code: int | None) -> str:
+    """Words for a server's exit code: -N is signal N (subprocess), 128+N signal N in a container, -1 removed."""
+    import signal
+
+    if code == -1:
+        return "its container was removed"
+    number = -code if code is not None and code < 0 else (code - 128 if code is not None and code > 128 else None)
+    if number is None:
+        return f"it exited with code {code}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"it was killed by signal {number}"
+    outside = " (sent from outside: the out-of-memory killer, kill -9, or `tritonlab down --all`)"
+    return f"it was killed by {name}" + (outside if number == signal.SIGKILL else "")
+
+
 def _model_path(name: str, version: str = "") -> str:
     return f"/v2/models/{quote(name, safe='')}" + (f"/versions/{quote(version, safe='')}" if version else "")
 
@@ -479,5 +550,15 @@ def current_server() -> Server | None:
     """The most recently started server of this Python that still runs (what ``check()`` inspects)."""
     for server in reversed(_started_order):
         if server.running:
+            return server
+    return None
+
+
+def crashed_server() -> Server | None:
+    """The most recently started server of this Python if it has died since and none started later runs."""
+    for server in reversed(_started_order):
+        if server.running:
+            return None
+        if server.crash() is not None:
             return server
     return None

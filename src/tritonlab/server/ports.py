@@ -42,6 +42,9 @@ def port_holder(port: int) -> str | None:
 def ensure_free(port: int) -> None:
     """Raise PortInUseError if ``port`` cannot be bound on 127.0.0.1 (or is held on all interfaces)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As Triton binds (SO_REUSEADDR): connections in TIME_WAIT from a server that just died (killed, or restarted
+    # on the same ports) do not hold the port; a socket listening on it still does.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((HOST, port))
     except OSError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,9 +41,10 @@ class ServerRecord:
         return servers_dir() / f"{self.id}.json"
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, self.path)
+        from tritonlab.diskspace import atomic_write_text
+
+        text = json.dumps(asdict(self), indent=2)
+        atomic_write_text(self.path, text, "the server registry entry", tmp=self.path.with_suffix(".tmp"))
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonlab.diskspace import clear_when_full
 from tritonlab.errors import EnvironmentProblem
 from tritonlab.paths import cache_dir
 
@@ -97,28 +98,30 @@ def stage(python: tuple[int, int] | None = None) -> StagedServer:
     if (target / _READY_MARKER).is_file() and staged.binary.is_file():
         return staged
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    try:
-        shutil.copytree(
-            wheel.root,
-            tmp / "root",
-            copy_function=_link_or_copy,
-            ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"),
-        )
-        stub_dst = tmp / "root" / "backends" / "python" / STUB_NAME
-        shutil.copy2(stub, stub_dst)  # a real copy: chmod below must not touch the wheel's file
-        stub_dst.chmod(0o755)
-        (tmp / "root" / "bin" / "tritonserver").chmod(0o755)
-        (tmp / "root" / _READY_MARKER).write_text(f"{wheel.root}\n")
+    # A full disk fails the copy with one error per file: say it once, with the fix (the half copy is removed).
+    with clear_when_full(target.parent, "the staged tritonserver (a copy of the wheel's server)"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
         try:
-            os.rename(tmp / "root", target)
-        except OSError:
-            # Another process staged it first; theirs is as good as ours.
-            if not (target / _READY_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(
+                wheel.root,
+                tmp / "root",
+                copy_function=_link_or_copy,
+                ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"),
+            )
+            stub_dst = tmp / "root" / "backends" / "python" / STUB_NAME
+            shutil.copy2(stub, stub_dst)  # a real copy: chmod below must not touch the wheel's file
+            stub_dst.chmod(0o755)
+            (tmp / "root" / "bin" / "tritonserver").chmod(0o755)
+            (tmp / "root" / _READY_MARKER).write_text(f"{wheel.root}\n")
+            try:
+                os.rename(tmp / "root", target)
+            except OSError:
+                # Another process staged it first; theirs is as good as ours.
+                if not (target / _READY_MARKER).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return staged
 
 
