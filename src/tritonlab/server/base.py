@@ -29,6 +29,7 @@ ModelControlMode = Literal["none", "poll", "explicit"]
 MODEL_CONTROL_MODES: tuple[str, ...] = ("none", "poll", "explicit")
 HOST = "127.0.0.1"
 _START_ATTEMPTS = 3
+_KEEP_LOGS = 40
 
 
 class Server(abc.ABC):
@@ -152,6 +153,21 @@ class Server(abc.ABC):
     @property
     def log_path(self) -> str | None:
         return None
+
+    @staticmethod
+    def _prune_logs() -> None:
+        """Keep the newest _KEEP_LOGS server logs (both owned backends write them; none is ever needed forever)."""
+        from tritonlab.paths import logs_dir
+
+        def modified(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:  # pruned by another Python at the same moment
+                return 0.0
+
+        logs = sorted(logs_dir().glob("tritonserver-*.log"), key=modified)
+        for old in logs[:-_KEEP_LOGS]:
+            old.unlink(missing_ok=True)
 
     @property
     def pid(self) -> int | None:

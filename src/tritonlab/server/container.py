@@ -141,6 +141,7 @@ class DockerServer(Server):
                 device_requests=self._device_requests(),
                 detach=True,
             )
+            self._prune_logs()  # a learner on the docker backend alone must not collect a log per start forever
             self._log_path = (
                 logs_dir() / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{self._container.short_id}.log"
             )

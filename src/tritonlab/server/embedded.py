@@ -28,8 +28,6 @@ from tritonlab.server.base import Server
 from tritonlab.server.process import create_time, die_with_parent_preexec, stop_process_tree
 from tritonlab.server.staging import StagedServer, stage
 
-_KEEP_LOGS = 40
-
 
 def check_numpy() -> str:
     try:
@@ -154,9 +152,3 @@ class EmbeddedServer(Server):
     def _register(self) -> None:
         assert self._process is not None
         self._save_record(str(self._process.pid), pid=self._process.pid, process_created=self._create_time)
-
-    @staticmethod
-    def _prune_logs() -> None:
-        logs = sorted(logs_dir().glob("tritonserver-*.log"), key=lambda p: p.stat().st_mtime)
-        for old in logs[:-_KEEP_LOGS]:
-            old.unlink(missing_ok=True)
