@@ -206,6 +206,37 @@ def plot_curve(rows: list[dict[str, Any]], path: str | Path = CURVE_PNG) -> Any:
         ax.grid(alpha=0.3)
     fig.suptitle("Throughput vs latency (in-flight batching)")
     fig.savefig(path, dpi=110)
+    plt.close(fig)  # shown where the caller displays it, not a second time by the inline backend
+    return fig
+
+
+def plot_timeline(results: str | Path = RESULTS) -> Any:
+    """Each request's life on the server (admitted -> finished, from the step log), one panel per strategy."""
+    import matplotlib.pyplot as plt
+
+    saved = _read_results(Path(results))
+    shown = [s for s in STRATEGIES if s in saved]
+    if not shown:
+        raise TritonLabError(f"{results} holds no measurement", fix="run measure_batching(server, strategy) first")
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 1.2 + 2.2 * len(shown)), sharex=True, squeeze=False)
+    for ax, strategy in zip(axes[:, 0], shown, strict=True):
+        events = saved[strategy]["events"]
+        admits = {e["id"]: e["t"] for e in events if e["event"] == "admit"}
+        finishes = {e["id"]: (e["t"], e["tokens"]) for e in events if e["event"] == "finish"}
+        start = min(admits.values(), default=0.0)
+        order = sorted(admits, key=lambda rid: admits[rid])
+        for row, rid in enumerate(order):
+            if rid in finishes:
+                end, tokens = finishes[rid]
+                ax.barh(row, end - admits[rid], left=admits[rid] - start, height=0.7, color="tab:blue", alpha=0.7)
+                ax.text(end - start, row, f" {tokens}", va="center", fontsize=7)
+        span = max((t for t, _ in finishes.values()), default=start) - start
+        ax.set_title(f"{strategy} batching: {len(order)} requests served in {span:.1f} s (bar label: tokens)")
+        ax.set_ylabel("request")
+        ax.invert_yaxis()
+    axes[-1, 0].set_xlabel("seconds since the first admission (server clock)")
+    fig.tight_layout()
+    plt.close(fig)  # shown where the caller displays it, not a second time by the inline backend
     return fig
 
 
