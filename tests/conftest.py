@@ -272,3 +272,63 @@ def jupyterlab(root: Path, command: list[str] | None = None) -> Iterator[tuple[s
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+# Permission tests need a real unprivileged user: CI runs as root, which reads everything. setpriv drops to nobody
+# (as tests/server/test_container.py does); nobody can reach only folders others may enter, so those tests work in
+# ``public_tmp``, never in pytest's tmp_path (mode 700).
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A temp folder every user may enter (0755), removed afterwards; ``cache`` in it is a tritonlab cache that
+    nobody may write."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="tritonlab-public-"))
+    root.chmod(0o755)
+    (root / "cache").mkdir(mode=0o777)
+    (root / "cache").chmod(0o777)
+    try:
+        yield root
+    finally:
+        for path in [root, *root.rglob("*")]:  # give back what a test took away, so it can be removed
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_cli(
+    *args: str, as_nobody: bool = False, cwd: Path | None = None, env: dict | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """`tritonlab ARGS`, optionally as user nobody (its cache then in ``env['TRITONLAB_CACHE_DIR']``)."""
+    command = [*(AS_NOBODY if as_nobody else []), str(VENV_BIN / "tritonlab"), *args]
+    return subprocess.run(command, capture_output=True, text=True, errors="replace", cwd=cwd, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def tree_digest(root: Path) -> dict[str, tuple]:
+    """Every path under ``root`` with its kind, mode, size and content hash (links: their target): equal digests
+    before and after a command prove it changed nothing there. Sparse or huge files are hashed by size and ends."""
+    import hashlib
+
+    digest: dict[str, tuple] = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders + files:
+            path = Path(folder) / name
+            info = path.lstat()
+            if path.is_symlink():
+                digest[os.fsdecode(path)] = ("link", os.readlink(path))
+            elif path.is_dir():
+                digest[os.fsdecode(path)] = ("dir", info.st_mode)
+            else:
+                h = hashlib.sha256()
+                with contextlib.suppress(OSError), path.open("rb") as handle:
+                    h.update(handle.read(1 << 20))
+                    handle.seek(max(0, info.st_size - (1 << 20)))
+                    h.update(handle.read(1 << 20))
+                digest[os.fsdecode(path)] = ("file", info.st_mode, info.st_size, h.hexdigest())
+    return digest

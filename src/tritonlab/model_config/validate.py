@@ -10,6 +10,8 @@ raises, whatever the input.
 from __future__ import annotations
 
 import ast
+import errno
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -40,6 +42,11 @@ BACKEND_FILES = {
     "tensorrtllm": "",
 }
 EMBEDDED_BACKENDS = {"python"}  # plus the ensemble scheduler: what the nvidia-pytriton server can load
+# Far above any real file (a large ensemble config is a few KB): beyond this a file is not read, only reported, so a
+# stray 200 MB file costs no time and no memory.
+MAX_CONFIG_BYTES = 4 * 2**20
+MAX_MODEL_PY_BYTES = 16 * 2**20
+MAX_DETAIL_CHARS = 200  # a parse error quotes the offending line: a huge or binary line is cut
 
 
 @dataclass
@@ -145,9 +152,52 @@ def _children(path: Path) -> list[Path]:
         return []
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why ``path`` is a symbolic link that leads nowhere (a loop, or a missing target), else None."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 reports a loop this way
+        return "a symbolic link loop"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    try:
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    except OSError:
+        return "a symbolic link that leads nowhere"
+
+
+def _unreadable_dir(path: Path) -> bool:
+    return path.is_dir() and not os.access(path, os.R_OK | os.X_OK)
+
+
 def _validate(path: Path, report: Report, gpus: int) -> None:
-    if not path.exists():
+    try:
+        path.lstat()
+    except PermissionError:
+        report.add(str(path), "cannot reach it: permission denied on a folder above it",
+                   "give yourself access to the folders on the way (chmod u+x), or run as their owner")  # fmt: skip
+        return
+    except OSError:
+        pass
+    link = _broken_link(path)
+    if link:
+        report.add(str(path), f"{path} is {link}", "point the link at a model directory, or pass the real path")
+        return
+    try:
+        path.stat()
+    except OSError:
         report.add(str(path), "no such file or directory", "pass a model directory or a model repository")
+        return
+    if _unreadable_dir(path):
+        report.add(str(path), "cannot read this directory (permission denied)",
+                   f"give yourself access: chmod u+rx {path} (or run as its owner)")  # fmt: skip
         return
     if path.is_file():
         path = path.parent if path.name == "config.pbtxt" else path
@@ -178,9 +228,13 @@ def _load(directory: Path, cache: dict[str, _Model]) -> _Model:
     model = _Model(directory.name, directory, directory / "config.pbtxt")
     cache[directory.name] = model
     try:
+        if model.config_path.stat().st_size > MAX_CONFIG_BYTES:
+            return model  # reported as too big, never read
         model.text = model.config_path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return model
+    if "\x00" in model.text:
+        return model  # reported as not text: Triton refuses NUL bytes
     config = _model_config_class()()
     try:
         text_format.Parse(model.text, config)
@@ -223,6 +277,14 @@ class _Emitter:
 
 def _check_model(model: _Model, repository: Path, cache: dict[str, _Model], report: Report, gpus: int) -> None:
     emit = _Emitter(model, report)
+    if _unreadable_dir(model.directory):
+        emit("error", "cannot read the model directory (permission denied): Triton cannot either",
+             f"give read access: chmod -R a+rX {model.directory}", path=model.directory)  # fmt: skip
+        return
+    link = _broken_link(model.config_path)
+    if link:
+        emit("error", f"config.pbtxt is {link}", "replace the link with the config file itself")
+        return
     if not model.config_path.exists():
         if any((v / "model.py").is_file() for v in _version_dirs(model.directory)):
             emit(
@@ -271,6 +333,14 @@ def _check_model(model: _Model, repository: Path, cache: dict[str, _Model], repo
 
 def _report_unparseable(model: _Model, emit: _Emitter) -> None:
     try:
+        size = model.config_path.stat().st_size
+        if model.config_path.is_dir():
+            emit("error", "config.pbtxt is a directory", "remove that folder and write config.pbtxt as a text file")
+            return
+        if size > MAX_CONFIG_BYTES:
+            emit("error", f"config.pbtxt is {_size(size)}, far beyond any model configuration (limit "
+                 f"{_size(MAX_CONFIG_BYTES)}): not read", "replace it with the real config (a few KB of text)")  # fmt: skip
+            return
         model.config_path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         emit(
@@ -280,13 +350,24 @@ def _report_unparseable(model: _Model, emit: _Emitter) -> None:
         )
         return
     except OSError as e:
-        emit("error", f"cannot read config.pbtxt: {e.strerror}", "check the file's permissions")
+        emit("error", f"cannot read config.pbtxt: {e.strerror}",
+             f"give read access: chmod a+r {model.config_path} (Triton must read it too)")  # fmt: skip
+        return
+    if "\x00" in model.text:
+        offset = model.text.index("\x00")
+        line = model.text.count("\n", 0, offset) + 1
+        column = offset - (model.text.rfind("\n", 0, offset) + 1) + 1
+        emit.report.add(model.config_path, "config.pbtxt is not text: it holds NUL bytes (Triton refuses "
+                        "'invalid control characters')", "config.pbtxt is protobuf *text* format: recreate it in an "
+                        "editor", line=line, column=column)  # fmt: skip
         return
     try:
         text_format.Parse(model.text, _model_config_class()())
     except text_format.ParseError as e:
         m = re.match(r"(\d+):(\d+) : (.*)", str(e), re.S)
         line, column, detail = (int(m[1]), int(m[2]), m[3]) if m else (None, None, str(e))
+        if len(detail) > MAX_DETAIL_CHARS:  # it quotes the whole offending line
+            detail = detail[: MAX_DETAIL_CHARS // 2] + " [...] " + detail[-MAX_DETAIL_CHARS // 2 :]
         fix = "fix the syntax at that position (fields are `key: value`, lists `[ a, b ]`, messages `{ ... }`)"
         if "has no field named" in detail:
             fix = "remove or rename that field: ModelConfig has no such field (see model_config.proto)"
@@ -470,6 +551,11 @@ def _check_model_files(model: _Model, backend: str, versions: list[Path], emit: 
 
 def _check_python_model(file: Path, emit: _Emitter) -> None:
     try:
+        size = file.stat().st_size
+        if size > MAX_MODEL_PY_BYTES:
+            emit("warning", f"{file.name} is {_size(size)}: too big to check here", "keep model.py to the code; "
+                 "put weights in separate files it loads", path=file)  # fmt: skip
+            return
         source = file.read_text()
         tree = ast.parse(source, filename=str(file))
     except SyntaxError as e:
