@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -122,7 +123,10 @@ FRAGMENTS = st.sampled_from([
 ])  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@settings(FUZZ, max_examples=150)
 @given(
     parts=st.lists(st.one_of(FRAGMENTS, st.text(max_size=30)), max_size=12),
     raw=st.binary(max_size=64),
@@ -141,3 +145,41 @@ def test_fuzzed_repositories_never_raise(tmp_path_factory, parts, raw, versions,
         report = validate(target, gpus=0)
         assert isinstance(report.valid, bool)
         assert not any("validator failed" in f.message for f in report.findings), [str(f) for f in report.findings]
+
+
+# Layouts as a learner's disk may hold them: odd names (not UTF-8 too), empty and binary files, folders where files
+# belong, links that loop or lead nowhere, at any depth of a repository.
+NAMES = st.sampled_from(["m", "n", "1", "2", "01", "x", "config.pbtxt", "model.py", "é", os.fsdecode(b"\xff\xfe")])
+ENTRIES = st.tuples(
+    st.lists(NAMES, min_size=1, max_size=3),
+    st.one_of(
+        st.just("dir"), st.just("loop"), st.tuples(st.just("link"), st.lists(NAMES, min_size=1, max_size=2)),
+        st.binary(max_size=40), st.sampled_from([b"", b'backend: "python"', b"max_batch_size: 2\x00", b"\xff{"]),
+    ),
+)  # fmt: skip
+
+
+@settings(FUZZ, max_examples=200)
+@given(entries=st.lists(ENTRIES, max_size=10))
+def test_fuzzed_layouts_never_raise_and_change_nothing(tmp_path_factory, entries):
+    from conftest import tree_digest
+
+    repo = tmp_path_factory.mktemp("layout")
+    for parts, kind in entries:
+        path = repo.joinpath(*parts)
+        with contextlib.suppress(OSError):  # a name already taken by another kind of entry: keep the first
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "dir":
+                path.mkdir()
+            elif kind == "loop":
+                path.symlink_to(path.name)
+            elif isinstance(kind, tuple):
+                path.symlink_to(repo.joinpath(*kind[1]))
+            else:
+                path.write_bytes(kind)
+    before = tree_digest(repo)
+    for target in [repo, *repo.iterdir()]:
+        report = validate(target, gpus=0)
+        assert isinstance(report.valid, bool) and all(f.fix for f in report.findings)
+        assert not any("validator failed" in f.message for f in report.findings), [str(f) for f in report.findings]
+    assert tree_digest(repo) == before
