@@ -68,21 +68,14 @@ def mixed_requests(
     return [(PROMPTS[i % len(PROMPTS)], round(math.exp(rng.uniform(math.log(lo), math.log(hi))))) for i in range(n)]
 
 
-def llm_config_json(strategy: str) -> dict[str, Any]:
-    """The ``llm`` model's config with ``batching_strategy`` set, as JSON for Triton's load-with-config API."""
-    from google.protobuf import json_format
-
-    from tritonlab.engine.serving import llm_config
-
-    return json_format.MessageToDict(llm_config(strategy), preserving_proto_field_name=True)  # type: ignore[arg-type]
-
-
 def set_batching(server: Any, strategy: str) -> None:
     """Reload ``llm`` with ``batching_strategy`` = inflight | static (the serving-side choice, like TRT-LLM's
-    ``batching_strategy: inflight_fused_batching | v1``); the engine is the same."""
+    ``batching_strategy: inflight_fused_batching | v1``); the engine and every other setting stay as loaded."""
     if strategy not in STRATEGIES:
         raise TritonLabError(f"batching strategy {strategy!r}", fix=f"use one of {', '.join(STRATEGIES)}")
-    server.load_model(LLM, config=llm_config_json(strategy))
+    config = server.model_config(LLM)  # Triton's JSON of the loaded config, which its load API accepts back
+    config.setdefault("parameters", {})["batching_strategy"] = {"string_value": strategy}
+    server.load_model(LLM, config=config)
 
 
 def serving_strategy(server: Any) -> str:
