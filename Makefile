@@ -31,13 +31,9 @@ format: setup
 labs: setup
 	$(VENV)/bin/tritonlab course build
 
+# Every benchmark in bench/ (about an hour on 2 cores), then bench/results.json and bench/RESULTS.md.
 bench: setup
-	$(PY) bench/server_startup.py
-	$(PY) bench/docker_backend.py --out bench/results/cpu_docker_backend.json
-	$(PY) bench/grading.py
-	$(PY) bench/loadgen_vs_perf_analyzer.py
-	$(PY) bench/lab3_serving.py --out bench/results/cpu_lab3_serving.json
-	$(PY) bench/prometheus_scrape.py --out bench/results/cpu_prometheus_scrape.json
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 doctor: setup
 	$(VENV)/bin/tritonlab doctor

@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ def summarise(rows) -> dict[str, float]:
         "p99_ms": statistics.median(r.p99_ms for r in rows),
         "server_avg_batch": statistics.median(r.server_avg_batch or 1.0 for r in rows),
         "reps": len(rows),
+        "throughputs": [round(r.throughput, 1) for r in rows],
     }
 
 
@@ -87,16 +89,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="client batch for the serving-efficiency figure")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-naive", action="store_true", help="skip 2. (the naive baseline)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measured window")
+    parser.add_argument("--efficiency-concurrency", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--efficiency-instances", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     kind = "gpu" if args.device == "cuda" else "cpu"
     concurrency = args.concurrency or (64 if kind == "gpu" else 16)
-    common = {"duration_s": args.seconds, "warmup_s": 1.0}
+    common = {"duration_s": args.seconds, "warmup_s": args.warmup}
     results: dict[str, object] = {
         "machine": platform.node(),
         "device": torch.cuda.get_device_name(0) if kind == "gpu" else f"CPU ({torch.get_num_threads()} threads)",
         "model": "lab 3 classifier (BERT 2x128, seq 32), python backend running model.pt",
         "seconds": args.seconds,
         "reps": args.reps,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     clf = lab3.build_classifier()
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,8 +129,10 @@ def main() -> None:
                     runs[variant.name].append(table.rows[0])
             gain = {name: summarise(rows) for name, rows in runs.items()}
             ratio = gain[BATCHING.name]["throughput"] / gain[NO_BATCHING.name]["throughput"]
+            paired = [b.throughput / n.throughput for n, b in zip(*runs.values(), strict=True)]
             results["dynamic_batching"] = {"concurrency": concurrency, "protocol": "grpc", **gain,
-                                           "throughput_ratio": round(ratio, 2)}  # fmt: skip
+                                           "throughput_ratio": round(ratio, 2),
+                                           "per_rep_ratios": [round(r, 2) for r in paired]}  # fmt: skip
             print(f"dynamic batching at c={concurrency}: {ratio:.2f}x ({gain})", flush=True)
 
             # 2. the naive transformers pipeline vs Triton + dynamic batching, same HTTP client
@@ -138,16 +147,19 @@ def main() -> None:
                                  **common)  # fmt: skip
                 naive = summarise(naive_rows)
                 versus = round(triton["throughput"] / naive["throughput"], 2)
+                paired = [t / n for n, t in zip(naive["throughputs"], triton["throughputs"], strict=True)]
                 results["naive_baseline"] = {"concurrency": naive_c, "protocol": "http", "naive": naive,
-                                             "triton_ensemble": triton, "throughput_ratio": versus}  # fmt: skip
+                                             "triton_ensemble": triton, "throughput_ratio": versus,
+                                             "per_rep_ratios": [round(r, 2) for r in paired]}  # fmt: skip
                 print(f"Triton ensemble vs naive pipeline at c={naive_c}: {results['naive_baseline']}", flush=True)
 
             # 3. serving efficiency at client batch B
             best = {}
-            for instances in (1, 2):  # a second instance overlaps one batch's host work with another's compute
+            # a second instance overlaps one batch's host work with another's compute
+            for instances in args.efficiency_instances:
                 variant = lab3.Variant(f"batching, {instances} instance(s)", max_queue_delay_us=0, instances=instances)
                 lab3.load_variant(server, variant, kind=kind)
-                for c in (2, 4, 8, 16):
+                for c in args.efficiency_concurrency:
                     best[f"{instances} instance(s), c={c}"] = measure(
                         server, lab3.CLASSIFIER, args.reps, protocol="grpc", concurrency=c, inputs=sample,
                         batch_size=args.batch, **common,

@@ -1,6 +1,6 @@
 """Embedded server start-up and setup re-run times (medians), measured side by side in one run.
 
-    .venv/bin/python bench/server_startup.py [--starts 10] [--setup-runs 5] [--json]
+    .venv/bin/python bench/server_startup.py [--starts 10] [--setup-runs 5] [--json] [--out FILE]
 
 Targets on a 2-core machine: start-to-ready median <= 3 s; `env/setup.sh` on a set-up checkout <= 5 s.
 """
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--setup-runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as cache:
@@ -74,6 +75,8 @@ def main() -> None:
 
     results = {
         "machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "cold_stage_s": round(cold_stage, 3),
         "start_to_ready_example_repo": summary(ready),
         "start_to_ready_explicit_no_models": summary(ready_explicit),
@@ -81,6 +84,9 @@ def main() -> None:
     }
     if setup:
         results["setup_rerun"] = summary(setup)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.json:
         print(json.dumps(results, indent=2))
         return
