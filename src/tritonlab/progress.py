@@ -17,7 +17,7 @@ def progress_rows(workspace: str | Path | None = None) -> list[dict[str, Any]]:
     recorded = load_progress(workspace_dir(workspace))
     rows = []
     for cp in load_all().values():
-        last = recorded.get(cp.id)
+        last = _usable(recorded.get(cp.id))
         rows.append({
             "lab": cp.lab, "id": cp.id, "title": cp.title, "points": cp.points,
             "status": last["status"] if last else "NOT RUN",
@@ -26,6 +26,16 @@ def progress_rows(workspace: str | Path | None = None) -> list[dict[str, Any]]:
             "checked": time.strftime("%Y-%m-%d %H:%M", time.localtime(last["checked_at"])) if last else "",
         })  # fmt: skip
     return rows
+
+
+def _usable(entry: Any) -> dict[str, Any] | None:
+    """A recorded result as progress shows it, or None if the entry is not one (an edited or damaged file)."""
+    if not isinstance(entry, dict) or entry.get("status") not in set(Status):
+        return None
+    awarded, checked = entry.get("awarded", 0.0), entry.get("checked_at")
+    if not isinstance(awarded, int | float) or not isinstance(checked, int | float) or not 0 <= checked < 1e11:
+        return None
+    return {**entry, "message": str(entry.get("message", ""))}
 
 
 def dashboard_html(rows: list[dict[str, Any]]) -> str:

@@ -7,8 +7,9 @@ import json
 import sys
 
 from tritonlab.checks.core import ServerInfo
-from tritonlab.checks.runner import evaluate
+from tritonlab.checks.runner import evaluate, state_problem
 from tritonlab.checks.store import workspace_dir
+from tritonlab.errors import TritonLabError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,13 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--grpc")
     run.add_argument("--metrics")
     run.add_argument("--json", action="store_true")
+    run.add_argument("--no-record", action="store_true", help="leave the workspace's progress file alone")
     args = parser.parse_args(argv)
     server = ServerInfo(args.server, args.grpc, args.metrics) if args.server else None
     try:
-        results = evaluate(args.selectors, workspace_dir(args.workspace), server)
+        results = evaluate(args.selectors, workspace_dir(args.workspace), server, record=not args.no_record)
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
+    except TritonLabError as e:  # the workspace cannot be used: every checkpoint says why, with the fix
+        results = state_problem(args.selectors, e)
     if args.json:
         print(json.dumps([r.as_dict() for r in results]))
     else:

@@ -163,6 +163,8 @@ class Context:
             return json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise Fail(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        except UnicodeDecodeError as e:
+            raise Fail(f"{path} is not text (byte {e.start} is not UTF-8): write it again") from None
         except OSError as e:
             raise Fail(f"cannot read {path}: {e.strerror}") from None
 

@@ -33,6 +33,15 @@ def evaluate(selectors: list[str], workspace: Path, server: ServerInfo | None, r
     return results
 
 
+def state_problem(selectors: list[str], error: TritonLabError) -> list[Result]:
+    """An ERROR result for each checkpoint when the workspace itself cannot be used (it names the file and the fix)."""
+    return [
+        Result(id=cp.id, title=cp.title, status=Status.ERROR, message=error.message, hint=error.fix or "",
+               points=cp.points, awarded=0.0, seconds=0.0)
+        for selector in selectors for cp in resolve(selector)
+    ]  # fmt: skip
+
+
 def run_isolated(
     selectors: list[str], workspace: Path, server: ServerInfo | None, timeout: float = 180.0
 ) -> list[Result]:

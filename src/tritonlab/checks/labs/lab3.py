@@ -38,6 +38,25 @@ def _load_results(ctx: Context) -> Any:
         raise Fail(str(e)) from None
 
 
+def _variant(config: dict[str, Any], name: str | None = None) -> Any:
+    """The lab 3 Variant a row's config describes; Fail (naming it) for a config no lab cell writes."""
+    from tritonlab.labs.lab3 import Variant
+
+    try:
+        variant = Variant(**({**config, "name": name} if name is not None else config))
+        variant._settings(0)
+        return variant
+    except (TypeError, ValueError) as e:
+        raise Fail(f"{RESULTS} holds a row whose config {config} is not a lab 3 variant ({e}): measure it again "
+                   "with the lab's sweep cell") from None  # fmt: skip
+
+
+def _ratio(numerator: float, denominator: float, what: str) -> float:
+    if denominator <= 0:
+        raise Fail(f"{what} has no throughput (0 inferences/s): measure it again")
+    return numerator / denominator
+
+
 def _latest(rows: list[Any]) -> dict[tuple[str, str, int | None], Any]:
     """The newest row per (model, label, concurrency): re-running a measurement replaces the old one."""
     latest: dict[tuple[str, str, int | None], Any] = {}
@@ -249,13 +268,13 @@ def slo_choice(ctx: Context) -> str:
     mine = next((r for r in rows if r.label == chosen), None)
     if mine is None:
         raise Fail(f"no measurement labelled {chosen!r} at concurrency {LOAD_CONCURRENCY} in {RESULTS}")
-    baseline = [r for r in rows if not Variant(**r.config).batching and r.config.get("instances", 1) == 1]
+    baseline = [r for r in rows if not _variant(r.config).batching and r.config.get("instances", 1) == 1]
     if not baseline:
         raise Fail(f"no no-batching measurement (one instance) at concurrency {LOAD_CONCURRENCY} to compare with")
     if mine.p99_ms > slo:
         raise Fail(f"{chosen!r} has p99 {mine.p99_ms:.1f} ms, above your SLO of {slo:g} ms")
     base = baseline[-1]
-    ratio = mine.throughput / base.throughput
+    ratio = _ratio(mine.throughput, base.throughput, f"the no-batching row {base.label!r}")
     if ratio < MARGIN:
         raise Fail(f"{chosen!r} does {mine.throughput:.0f}/s, only {ratio:.2f}x no batching ({base.throughput:.0f}/s); "
                    f"expected at least {MARGIN}x")  # fmt: skip
@@ -264,7 +283,7 @@ def slo_choice(ctx: Context) -> str:
         raise Fail(f"{best.label!r} meets the SLO too and does {best.throughput:.0f}/s, more than {chosen!r} "
                    f"({mine.throughput:.0f}/s)")  # fmt: skip
     live = Variant.from_config("loaded", _loaded_config(ctx, CLASSIFIER))
-    if not live.same_settings(Variant(**{**mine.config, "name": chosen})):
+    if not live.same_settings(_variant(mine.config, chosen)):
         raise Fail(f"the server runs classifier with {live.as_dict()}, not your choice {mine.config}: load it")
     return (f"{chosen!r}: {mine.throughput:.0f}/s at p99 {mine.p99_ms:.1f} ms ≤ {slo:g} ms, {ratio:.1f}x no batching; "
             "loaded on the server")  # fmt: skip
@@ -291,7 +310,7 @@ def naive_baseline(ctx: Context) -> str:
     mine = triton[-1]
     if (naive.tool, naive.protocol) != (mine.tool, mine.protocol):
         raise Fail(f"not the same client: naive used {naive.tool}/{naive.protocol}, Triton {mine.tool}/{mine.protocol}")
-    ratio = mine.throughput / naive.throughput
+    ratio = _ratio(mine.throughput, naive.throughput, f"the '{NAIVE_LABEL}' row")
     submitted = float(ctx.value("speedup"))
     if abs(submitted - ratio) > 0.02 * ratio:
         raise Fail(

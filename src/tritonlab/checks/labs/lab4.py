@@ -304,7 +304,12 @@ def fixes(ctx: Context) -> str:
         if (before.concurrency, before.batch_size, before.protocol) != (after.concurrency, after.batch_size,
                                                                          after.protocol):  # fmt: skip
             raise Fail(f"{model}: 'before' and 'after' were measured under different loads")
-        was, now = Deployment(**(before.config or {"name": model})), Deployment(**(after.config or {"name": model}))
+        try:
+            was, now = Deployment(**(before.config or {"name": model})), Deployment(**(after.config or {"name": model}))
+            mistuning(was), mistuning(now), now.settings()
+        except (TypeError, ValueError) as e:
+            raise Fail(f"{model}: a row's config is not a deployment the lab writes ({e}): measure it again with "
+                       "measure()") from None  # fmt: skip
         if mistuning(was) is None:
             raise Fail(f"{model}: 'before' measured {was}, not the deployment as the lab prepared it")
         if mistuning(now) is not None or now.fail_every:
@@ -315,6 +320,8 @@ def fixes(ctx: Context) -> str:
         last = after.server_stats["after"]
         if _counts(_stats(ctx, model))["success"] < int(last.get("success_count", 0)):
             raise Fail(f"{model}'s 'after' row was not measured on this server since the fix was loaded")
+        if before.throughput <= 0:
+            raise Fail(f"{model}: the 'before' row has no throughput (0 inferences/s): measure it again")
         ratio = after.throughput / before.throughput
         if ratio < MIN_SPEEDUP or after.p95_ms >= before.p95_ms:
             raise Fail(f"{model}: {before.throughput:.0f} -> {after.throughput:.0f}/s ({ratio:.2f}x), "
