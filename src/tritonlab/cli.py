@@ -258,13 +258,22 @@ def check_command(
     from tritonlab.checks.core import ServerInfo
     from tritonlab.checks.render import card_text
     from tritonlab.checks.runner import evaluate, newest_registered_server
-    from tritonlab.checks.store import workspace_dir
+    from tritonlab.checks.store import SET_ASIDE, workspace_dir
 
     info = ServerInfo(server) if server else newest_registered_server()
     try:
-        results = evaluate([selector], workspace_dir(workspace), info)
+        where = workspace_dir(workspace)
+        if workspace is not None and not where.is_dir():  # a typo would create a stray workspace
+            raise TritonLabError(f"the workspace {workspace} does not exist",
+                                 fix="pass the folder the lab ran in (or leave --workspace out)")  # fmt: skip
+        results = evaluate([selector], where, info)
     except KeyError as e:
         raise fail(TritonLabError(e.args[0], fix="`tritonlab progress` lists the labs and checkpoints")) from None
+    except TritonLabError as e:
+        raise fail(e) from None
+    for path, backup, why in SET_ASIDE:
+        err.print(f"[yellow]note:[/] {path} was damaged ({why}): kept as {backup.name}, a new one was started",
+                  highlight=False, soft_wrap=True)  # fmt: skip
     if as_json:
         print(json.dumps([r.as_dict() for r in results]))
     else:
@@ -286,7 +295,10 @@ def progress(
     """Every checkpoint of every lab with its last result and when."""
     from tritonlab.progress import progress_rows
 
-    rows = progress_rows(workspace)
+    try:
+        rows = progress_rows(workspace)
+    except TritonLabError as e:
+        raise fail(e) from None
     if as_json:
         print(json.dumps(rows))
         return
@@ -321,9 +333,14 @@ def grade(
 
     try:
         started = time.monotonic()
-        grades = grade_class(submissions.resolve(), lab, course.resolve(), jobs=jobs, timeout=timeout, progress=show)
+        submissions, course = submissions.absolute(), course.absolute()  # resolve() raises on a link loop
+        grades = grade_class(submissions, lab, course, jobs=jobs, timeout=timeout, progress=show)
     except TritonLabError as e:
         raise fail(e) from None
+    except OSError as e:  # the course folder cannot be created or written
+        where = e.filename or course
+        raise fail(TritonLabError(f"cannot write {where}: {e.strerror}",
+                                  fix="pass --course a folder you may write")) from None  # fmt: skip
     minutes = (time.monotonic() - started) / 60
     console.print(f"[bold]{len(grades)} submissions graded in {minutes * 60:.0f} s "
                   f"({len(grades) / minutes:.1f}/min)[/]; grades: {course / 'grades.csv'}, "
@@ -480,7 +497,14 @@ def image_status_command(as_json: Annotated[bool, typer.Option("--json")] = Fals
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as e:  # the last net under every command: a path the user cannot use is a message, not a traceback
+        where = f" {e.filename}" if e.filename else ""
+        err.print(f"[bold red]error:[/] {e.strerror or e}:{where}", highlight=False, soft_wrap=True)
+        err.print("[bold]fix:[/] check that path and its permissions (tritonlab keeps its own files in "
+                  "$TRITONLAB_CACHE_DIR, default ~/.cache/tritonlab: it must be yours)", highlight=False)  # fmt: skip
+        sys.exit(1)
 
 
 if __name__ == "__main__":

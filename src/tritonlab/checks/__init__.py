@@ -18,8 +18,9 @@ from tritonlab.checks import store
 from tritonlab.checks.core import CHECKPOINTS, Checkpoint, Context, Fail, Result, ServerInfo, Status, Unattempted
 from tritonlab.checks.core import checkpoint as checkpoint
 from tritonlab.checks.render import ResultTable
-from tritonlab.checks.runner import run_isolated
+from tritonlab.checks.runner import run_isolated, state_problem
 from tritonlab.checks.values import encode
+from tritonlab.errors import TritonLabError
 
 __all__ = [
     "CHECKPOINTS", "Checkpoint", "Context", "Fail", "Result", "ServerInfo", "Status", "Unattempted",
@@ -60,7 +61,13 @@ def submit(checkpoint_id: str, workspace: str | Path | None = None, **values: An
 
 def check(checkpoint_id: str, *, server: Any = None, workspace: str | Path | None = None, **values: Any) -> Result:
     """Submit ``values`` (if any) and verify the checkpoint against real state. Shows a pass/fail card."""
-    submit(checkpoint_id, workspace, **values)
+    try:
+        submit(checkpoint_id, workspace, **values)
+    except TritonLabError as e:  # the workspace cannot take the values (permissions, not a folder): say so, and how
+        try:
+            return state_problem([checkpoint_id], e)[0]
+        except KeyError as unknown:
+            raise TritonLabError(unknown.args[0], fix="`tritonlab progress` lists every checkpoint") from None
     results = run_isolated([checkpoint_id], store.workspace_dir(workspace), _server_info(server))
     return _explain_crash(results, server)[0]
 
