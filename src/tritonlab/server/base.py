@@ -79,7 +79,11 @@ class Server(abc.ABC):
             from tritonlab.examples import example_repository
 
             repository = example_repository()
-        self.repository = Path(repository).expanduser().resolve()
+        try:
+            self.repository = Path(repository).expanduser().resolve()
+        except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError for a symbolic link loop
+            raise TritonLabError(f"model repository {repository} cannot be resolved ({e})",
+                                 fix="pass the real folder, not a link that loops") from None  # fmt: skip
         self.model_control_mode: ModelControlMode = model_control_mode
         self.models = tuple(models)
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
@@ -225,6 +229,9 @@ class Server(abc.ABC):
         with self._lock:
             if self._started:
                 return self
+            if self.repository.is_dir() and not os.access(self.repository, os.R_OK | os.X_OK):
+                raise TritonLabError(f"model repository {self.repository} cannot be read (permission denied)",
+                                     fix=f"give read access: chmod -R a+rX {self.repository}")  # fmt: skip
             if not self.repository.is_dir():
                 raise TritonLabError(
                     f"model repository {self.repository} does not exist or is not a directory",
