@@ -114,7 +114,15 @@ def test_start_stop_cycles_leave_no_process_container_port_or_file_behind(exampl
         server = start_server(example_repo)
         try:
             assert server.running and server.model_ready("add_sub"), f"cycle {i}: not serving"
-            used_ports |= {server.http_port, server.grpc_port, server.metrics_port}
+            ports = {server.http_port, server.grpc_port, server.metrics_port}
+            used_ports |= ports
+            if i == 0:  # the probes below do see a running server's parts (so their silence later means gone)
+                running = set(our_processes().values()) - set(processes_before.values())
+                assert listening(ports) == ports
+                if backend == "docker":
+                    assert any("reaper" in d for d in running) and len(docker_proxies(ports)) >= 3, running
+                else:
+                    assert {d.split(":")[0] for d in running} == {"tritonserver", STUB}, running
             if backend == "embedded":
                 stubs = [c.pid for c in psutil.Process(server.pid).children() if c.name() == STUB]
                 assert stubs, f"cycle {i}: no python stub"
