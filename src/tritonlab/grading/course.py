@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import re
@@ -114,37 +115,118 @@ class Grade:
     seconds: float = 0.0
 
 
-def collect(submissions: Path, lab: str, course: Path) -> list[str]:
+MAX_NOTEBOOK_BYTES = 64 * 2**20  # a lab notebook with its outputs takes a few MB
+
+
+def check_submissions(submissions: Path) -> None:
+    """Refuse, before any grading work, a submissions path that cannot be graded at all (it says why and how)."""
+    if submissions.is_file() and submissions.suffix == ".zip":
+        if not zipfile.is_zipfile(submissions):  # also False when it cannot be read
+            raise TritonLabError(f"{submissions} is not a readable .zip archive",
+                                 fix="check it (unzip -t) and its permissions, or pass the folder")  # fmt: skip
+        return
+    if submissions.is_dir():
+        if not os.access(submissions, os.R_OK | os.X_OK):
+            raise TritonLabError(f"cannot read the folder {submissions} (permission denied)",
+                                 fix=f"give yourself access: chmod u+rx {submissions}")  # fmt: skip
+        return
+    raise TritonLabError(
+        f"{submissions} is neither a folder nor a .zip of submissions",
+        fix="pass a folder (or zip) with <student>/<lab>.ipynb or <student>.ipynb",
+    )
+
+
+def notebook_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a submitted notebook (unreadable, empty, huge, not a notebook), or None if it can."""
+    try:
+        info = path.stat()
+    except OSError as e:
+        if path.is_symlink():
+            return "is a symbolic link loop" if e.errno == errno.ELOOP else "is a symbolic link to nothing"
+        return f"cannot be read ({e.strerror})"
+    if not path.is_file():
+        return "is not a file"
+    if info.st_size == 0:
+        return "is empty"
+    if info.st_size > MAX_NOTEBOOK_BYTES:
+        return f"is {info.st_size / 2**20:.0f} MiB, more than a notebook can be ({MAX_NOTEBOOK_BYTES // 2**20} MiB)"
+    try:
+        notebook = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    except UnicodeDecodeError as e:
+        return f"is not text (byte {e.start} is not UTF-8)"
+    except json.JSONDecodeError as e:
+        return f"is not a notebook: not JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+    except (ValueError, RecursionError) as e:
+        return f"is not a notebook ({str(e)[:100]})"
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        return "is not a Jupyter notebook (no list of cells)"
+    return None
+
+
+def _notebook_files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every .ipynb under ``root`` (links to folders are not followed, so a link loop ends nowhere) and the
+    folders that could not be read."""
+    notebooks: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    walk = os.walk(root, onerror=lambda e: unreadable.append((Path(e.filename), e.strerror or str(e))))
+    for folder, folders, files in walk:
+        folders[:] = sorted(d for d in folders if d != ".ipynb_checkpoints")
+        notebooks += [Path(folder) / f for f in sorted(files) if f.endswith(".ipynb")]
+    return notebooks, unreadable
+
+
+def collect(submissions: Path, lab: str, course: Path, rejected: dict[str, str] | None = None) -> list[str]:
     """Copy submissions into ``course/submitted/<student>/<lab>/<lab>.ipynb``; return the students.
 
-    ``submissions`` is a folder or a .zip holding ``<student>/<any>.ipynb`` or ``<student>.ipynb`` files.
+    ``submissions`` is a folder or a .zip holding ``<student>/<any>.ipynb`` or ``<student>.ipynb`` files. A
+    submission that cannot be graded (unreadable, empty, huge, not a notebook) goes into ``rejected`` as
+    {student: why}, if given, else raises.
     """
+    check_submissions(submissions)
+
+    def student_of(relative: Path) -> str:
+        name = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+        return re.sub(r"[^\w.\-]", "_", name)
+
     with tempfile.TemporaryDirectory() as tmp:
         root = submissions
-        if submissions.is_file() and submissions.suffix == ".zip":
-            with zipfile.ZipFile(submissions) as archive:
-                archive.extractall(tmp)
+        if submissions.is_file():
+            try:
+                with zipfile.ZipFile(submissions) as archive:
+                    archive.extractall(tmp)
+            except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as e:  # damaged, encrypted, unreadable
+                raise TritonLabError(f"cannot unpack {submissions}: {e}",
+                                     fix="check it (unzip -t), or pass the unpacked folder") from None  # fmt: skip
             root = Path(tmp)
-        elif not submissions.is_dir():
-            raise TritonLabError(
-                f"{submissions} is neither a folder nor a .zip of submissions",
-                fix="pass a folder (or zip) with <student>/<lab>.ipynb or <student>.ipynb",
-            )
+        notebooks, unreadable = _notebook_files(root)
         found: dict[str, Path] = {}
-        for notebook in sorted(root.rglob("*.ipynb")):
-            if ".ipynb_checkpoints" in notebook.parts:
-                continue
+        problems: dict[str, str] = {}
+        for folder, why in unreadable:
+            relative = folder.relative_to(root)
+            problems[student_of(relative / "x")] = f"{relative}: the folder cannot be read ({why})"
+        for notebook in notebooks:
             relative = notebook.relative_to(root)
-            student = relative.parts[0] if len(relative.parts) > 1 else notebook.stem
-            student = re.sub(r"[^\w.\-]", "_", student)
-            if student in found:
-                raise TritonLabError(f"two notebooks for student {student}: {found[student]} and {notebook}",
+            student = student_of(relative)
+            if student in found or student in problems:
+                raise TritonLabError(f"two notebooks for student {student}: {found.get(student)} and {notebook}",
                                      fix="leave one notebook per student")  # fmt: skip
-            found[student] = notebook
+            problem = notebook_problem(notebook)
+            if problem:
+                problems[student] = f"{relative} {problem}"
+            else:
+                found[student] = notebook
+        if problems and rejected is None:
+            student, why = next(iter(problems.items()))
+            raise TritonLabError(f"the submission of {student} cannot be graded: {why}",
+                                 fix="fix or remove that file, then grade again")  # fmt: skip
         for student, notebook in found.items():
             dst = course / "submitted" / student / lab
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(notebook, dst / f"{lab}.ipynb")
+    if rejected is not None:
+        rejected.update(problems)
     return sorted(found)
 
 
@@ -229,9 +311,11 @@ def grade_class(
     progress: Callable[[Grade], None] | None = None,
 ) -> list[Grade]:
     """collect -> autograde -> feedback for every submission (in parallel), then ``course/grades.csv``."""
+    check_submissions(submissions)  # before nbgrader spends a minute preparing the course
     course.mkdir(parents=True, exist_ok=True)
     prepare_course(course, [lab])
-    students = collect(submissions, lab, course)
+    rejected: dict[str, str] = {}  # submissions that cannot be graded: 0 with the reason, the batch goes on
+    students = collect(submissions, lab, course, rejected)
     jobs = jobs or max(1, min(len(students), os.cpu_count() or 1))
     with ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(grade_one, course, lab, s, timeout) for s in students]
@@ -240,6 +324,10 @@ def grade_class(
             grades.append(future.result())
             if progress:
                 progress(grades[-1])
+    for student, why in rejected.items():
+        grades.append(Grade(student, lab, 0.0, max_score(course, lab), "failed", f"not graded: {why}"))
+        if progress:
+            progress(grades[-1])
     grades.sort(key=lambda g: g.student)
     export_csv(grades, course / "grades.csv")
     return grades
