@@ -367,6 +367,8 @@ def test_full_workspace_checkpoint_state_is_a_clear_error_and_earlier_work_is_in
     assert "your checkpoint state (submissions.json)" in message and "unchanged" in message
     assert "df -h" in caught.value.fix
     assert snapshot(workspace) == before, "earlier submissions/progress changed or a temp file was left"
+    card = check("lab1.http_inference", workspace=workspace, output0=list(range(50_000)))  # the notebook's way
+    assert card.status == Status.ERROR and "no space left on the disk" in card.message and "df -h" in card.hint
     assert json.loads((workspace / ".tritonlab" / "submissions.json").read_text())["lab1.http_inference"]
     # The isolated checker still gives its verdict; only saving the progress history fails, and it says so.
     monkeypatch.chdir(workspace)
