@@ -38,6 +38,9 @@ def test_answers_like_the_model_with_json_and_binary_tensors(tmp_path):
             client.infer(MODEL_NAME, [wrong])
         client.close()
         pid = naive.process.pid
+        sockets = psutil.Process(pid).net_connections(kind="inet")
+        listening = [c.laddr for c in sockets if c.status == psutil.CONN_LISTEN]
+        assert [a.ip for a in listening] == ["127.0.0.1"] and listening[0].port == naive.port  # exposure: loopback only
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
