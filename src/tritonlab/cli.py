@@ -274,6 +274,7 @@ def check_command(
     for path, backup, why in SET_ASIDE:
         err.print(f"[yellow]note:[/] {path} was damaged ({why}): kept as {backup.name}, a new one was started",
                   highlight=False, soft_wrap=True)  # fmt: skip
+    SET_ASIDE.clear()
     if as_json:
         print(json.dumps([r.as_dict() for r in results]))
     else:
