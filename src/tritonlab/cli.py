@@ -220,7 +220,7 @@ def lab(
     from tritonlab.lab import run_lab
 
     try:
-        raise typer.Exit(run_lab(directory.resolve(), port=port, token=token))
+        raise typer.Exit(run_lab(directory.absolute(), port=port, token=token))  # resolve() raises on a link loop
     except TritonLabError as e:
         raise fail(e) from None
 
