@@ -132,3 +132,47 @@ def test_stopping_the_batcher_ends_every_running_and_queued_request(engine_dir):
     batcher.stop()
     assert len(ended) == count
     assert any("unloading" in why for why in ended.values())
+
+
+def test_cpu_and_gpu_builds_never_share_a_cache_key(checkpoint_dir, engine_build):
+    """The device record is part of the content hash: a GPU build of the same checkpoint and limits is another key."""
+    from tritonlab.engine.build import BuildLimits, build_key
+
+    limits = BuildLimits(4, 32, 256)
+    assert build_key(checkpoint_dir, limits, runtime.device_record()) == engine_build.key
+    assert engine_build.key.startswith("cpu-")
+    h200 = {"device_class": "cuda", "arch": "x86_64", "gpu_name": "NVIDIA H200", "compute_capability": "9.0",
+            "cuda": "13.0", "torch": torch.__version__}  # fmt: skip
+    h100 = {**h200, "gpu_name": "NVIDIA H100 80GB HBM3"}
+    a100 = {**h200, "gpu_name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}
+    keys = {engine_build.key} | {build_key(checkpoint_dir, limits, d) for d in (h200, h100, a100)}
+    assert len(keys) == 4
+    assert build_key(checkpoint_dir, limits, h200).startswith("cuda-sm90-")
+    assert build_key(checkpoint_dir, limits, a100).startswith("cuda-sm80-")
+
+
+def test_engine_built_on_a_gpu_is_refused_on_this_cpu(engine_dir, tmp_path):
+    """An engine whose config.json says it was built on an H200 (sm_90) is refused here, every difference named."""
+    moved = tmp_path / "from-h200"
+    shutil.copytree(engine_dir, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["device"] = {"device_class": "cuda", "arch": "x86_64", "gpu_name": "NVIDIA H200",
+                        "compute_capability": "9.0", "cuda": "13.0", "torch": "2.11.0+cu130"}  # fmt: skip
+    (moved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TritonLabError) as info:
+        load_engine(moved)
+    message = info.value.message
+    assert "device_class: built for 'cuda', this machine has 'cpu'" in message
+    assert "compute_capability: built for '9.0', this machine has None" in message
+    assert "gpu_name: built for 'NVIDIA H200'" in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU (tests/engine/test_engine_gpu.py)")
+def test_cuda_without_a_gpu_is_a_clear_error(checkpoint_dir, engine_dir, tmp_path):
+    with pytest.raises(TritonLabError, match="no CUDA device torch can use") as info:
+        build_engine(checkpoint_dir, tmp_path / "e", device="cuda", progress=False)
+    assert "device='cpu'" in info.value.fix
+    with pytest.raises(TritonLabError, match="no CUDA device torch can use"):
+        load_engine(engine_dir, device="cuda")
+    with pytest.raises(TritonLabError, match="device='tpu'"):
+        build_engine(checkpoint_dir, tmp_path / "e", device="tpu", progress=False)

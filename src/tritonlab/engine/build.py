@@ -84,7 +84,11 @@ def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any])
                     digest.update(chunk)
     extra = {"limits": asdict(limits), "device": device, "version": ENGINE_VERSION}
     digest.update(json.dumps(extra, sort_keys=True).encode())
-    return digest.hexdigest()[:20]
+    # The device is hashed above; the readable prefix only names the cache folder (cpu-..., cuda-sm90-...).
+    prefix = device.get("device_class", "cpu")
+    if prefix == "cuda":
+        prefix += "-sm" + str(device.get("compute_capability", "")).replace(".", "")
+    return f"{prefix}-{digest.hexdigest()[:20]}"
 
 
 @contextlib.contextmanager
@@ -101,24 +105,29 @@ def _stages(total: int, show: bool) -> Iterator[Any]:
         yield advance
 
 
-def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any) -> dict[str, Any]:
+def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any, device: str) -> dict[str, Any]:
     import torch
     from torch.export import Dim
 
     from tritonlab.engine.network import EngineDecoder
 
     config, tensors = load_checkpoint(checkpoint_dir)
-    module = EngineDecoder(config, tensors).eval()
     limits.check(int(config["max_position_embeddings"]))
-    k_cache, v_cache = module.empty_cache(limits.max_batch_size, limits.max_seq_len)
+    # Weights, caches and example inputs on the target device: export records it, and Inductor then generates
+    # C++ for this CPU or Triton kernels compiled to this GPU's machine code (sm_90 on an H100/H200).
+    module = EngineDecoder(config, tensors).eval().to(device)
+    k_cache, v_cache = module.empty_cache(limits.max_batch_size, limits.max_seq_len, device)
     advance("torch.export")
-    batch = Dim("batch", min=1, max=limits.max_batch_size)
-    tokens = Dim("tokens", min=1, max=limits.max_input_len)
+    # Dynamic within the build limits. DYNAMIC hints rather than named Dims: torch 2.11 exporting for CUDA emits
+    # guards that hold for every allowed size (min(64*T, 192*T) == 64*T, seen on the H200), which a named Dim rejects
+    # as a constraint violation; a DYNAMIC dimension still fails the export if it would be specialized to a constant.
+    batch = Dim.DYNAMIC(min=1, max=limits.max_batch_size)
+    tokens = Dim.DYNAMIC(min=1, max=limits.max_input_len)
     # Example sizes above 1 so export does not specialize batch or tokens to a constant.
     example = (
-        torch.ones(2, 3, dtype=torch.int64),
-        torch.zeros(2, dtype=torch.int64),
-        torch.arange(2, dtype=torch.int64),
+        torch.ones(2, 3, dtype=torch.int64, device=device),
+        torch.zeros(2, dtype=torch.int64, device=device),
+        torch.arange(2, dtype=torch.int64, device=device),
         k_cache,
         v_cache,
     )
@@ -126,7 +135,7 @@ def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any
         program = torch.export.export(
             module, example, dynamic_shapes=({0: batch, 1: tokens}, {0: batch}, {0: batch}, None, None)
         )
-    advance("AOTInductor compile (C++ for this machine)")
+    advance(f"AOTInductor compile ({'kernels for this GPU' if device.startswith('cuda') else 'C++ for this CPU'})")
     with torch.no_grad():
         torch._inductor.aoti_compile_and_package(program, package_path=str(dest / ENGINE_FILE))
     return config
@@ -139,25 +148,35 @@ def build_engine(
     max_batch_size: int = BuildLimits.max_batch_size,
     max_input_len: int = BuildLimits.max_input_len,
     max_seq_len: int = BuildLimits.max_seq_len,
+    device: str = "cpu",
     use_cache: bool = True,
     progress: bool = True,
 ) -> BuildResult:
     """Compile ``checkpoint_dir`` into an engine directory (``config.json`` + ``rank0.pt2`` + tokenizer).
 
-    Without ``output_dir`` the engine stays in tritonlab's cache (``BuildResult.engine_dir`` says where).
+    ``device``: ``"cpu"`` (C++ for this CPU's vector ISA) or ``"cuda"`` / ``"cuda:N"`` (kernels for that GPU's
+    compute capability); the engine then loads on that kind of device only. Without ``output_dir`` the engine stays
+    in tritonlab's cache (``BuildResult.engine_dir`` says where).
     """
     start = time.perf_counter()
     checkpoint_dir = Path(checkpoint_dir)
     limits = BuildLimits(max_batch_size, max_input_len, max_seq_len)
     load_checkpoint(checkpoint_dir)  # a clear error for a wrong directory before anything is hashed
-    device = runtime.device_record()
-    key = build_key(checkpoint_dir, limits, device)
+    if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        raise TritonLabError(f"device={device!r} cannot be built for", fix="use device='cpu', 'cuda' or 'cuda:N'")
+    try:
+        record = runtime.device_record(device)
+    except runtime.EngineMismatchError as exc:  # cuda asked for on a machine without one
+        raise TritonLabError(str(exc), fix=exc.fix) from None
+    # The device record (class, CPU ISA or GPU model + compute capability, CUDA and torch versions) is part of the
+    # key: a CPU and a GPU build of the same checkpoint and limits never share a cache entry.
+    key = build_key(checkpoint_dir, limits, record)
     cached = engines_cache() / key
     hit = use_cache and (cached / "config.json").exists() and (cached / ENGINE_FILE).exists()
     if not hit:
         with tempfile.TemporaryDirectory(dir=engines_cache(), prefix=f".{key}-") as tmp, _stages(3, progress) as step:
             work = Path(tmp)
-            config = _compile(checkpoint_dir, limits, work, step)
+            config = _compile(checkpoint_dir, limits, work, step, device)
             step("write config.json")
             for name in ("tokenizer.json",):
                 if (checkpoint_dir / name).exists():
@@ -166,7 +185,7 @@ def build_engine(
                 "version": ENGINE_VERSION,
                 "pretrained_config": config,
                 "build_config": asdict(limits),
-                "device": device,
+                "device": record,
                 "build_key": key,
                 "build_seconds": round(time.perf_counter() - start, 2),
             }
@@ -193,10 +212,11 @@ def engine_config(engine_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_engine(engine_dir: str | Path, *, num_threads: int | None = None) -> runtime.Engine:
-    """The engine in this process, refused with a TritonLabError if it was built for another device or torch."""
+def load_engine(engine_dir: str | Path, *, num_threads: int | None = None, device: str | None = None) -> runtime.Engine:
+    """The engine in this process (on ``device``; default: the device class it was built for), refused with a
+    TritonLabError if it was built for another device class, CPU ISA, GPU, CUDA or torch version."""
     engine_config(engine_dir)
     try:
-        return runtime.Engine.load(engine_dir, num_threads=num_threads)
+        return runtime.Engine.load(str(engine_dir), num_threads=num_threads, device=device)
     except runtime.EngineMismatchError as exc:
         raise TritonLabError(str(exc), fix=exc.fix) from None

@@ -119,9 +119,14 @@ class EngineDecoder(nn.Module):
         logits = x @ self._w("lm_head.weight").t()  # lm_head stays in dtype (TRT-LLM's weight-only default too)
         return logits.float(), torch.stack(new_keys), torch.stack(new_values)
 
-    def empty_cache(self, slots: int, max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def empty_cache(
+        self, slots: int, max_seq_len: int, device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.layers, slots, self.kv_heads, max_seq_len, self.head_size)
-        return torch.zeros(shape, dtype=self.dtype), torch.zeros(shape, dtype=self.dtype)
+        return (
+            torch.zeros(shape, dtype=self.dtype, device=device),
+            torch.zeros(shape, dtype=self.dtype, device=device),
+        )
 
 
 def _buffer_name(name: str) -> str:

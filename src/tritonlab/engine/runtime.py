@@ -19,6 +19,12 @@ sequence (paged KV caches, as in TensorRT-LLM and vLLM, hand out fixed-size bloc
     bytes per token = 2 (K and V) x layers x kv_heads x head_size x bytes per element
     total           = bytes per token x max_seq_len x max_batch_size
 
+Devices
+-------
+An engine built for ``cuda`` holds GPU machine code for one compute capability; it loads on that GPU (by default
+GPU 0, or ``device="cuda:N"``), its KV cache lives in GPU memory, and each step's token ids go to the GPU and the
+chosen next tokens come back (a few bytes per sequence). ``check_device`` refuses it on a CPU or another GPU.
+
 Batching loop
 -------------
 - ``inflight`` (TensorRT-LLM's ``inflight_fused_batching``): before every step, queued requests take free slots
@@ -72,15 +78,24 @@ def _cpu_model() -> str:
 
 
 def device_record(device: str = "cpu") -> dict[str, Any]:
-    """What a compiled engine depends on: device class, architecture and ISA (CPU) or GPU model and compute
-    capability, and the torch version whose runtime loads the package."""
+    """What a compiled engine depends on: device class, architecture and ISA (CPU) or GPU model, compute
+    capability and CUDA version, and the torch version whose runtime loads the package."""
     record: dict[str, Any] = {"device_class": "cuda" if device.startswith("cuda") else "cpu"}
     record["arch"] = platform.machine()
     if record["device_class"] == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineMismatchError(
+                f"device {device!r}: this machine has no CUDA device torch can use (torch {torch.__version__}, "
+                f"built with CUDA {torch.version.cuda})",
+                fix="use device='cpu' here, or run on a machine with an NVIDIA GPU and a CUDA build of torch",
+            )
         index = torch.device(device).index or 0
         major, minor = torch.cuda.get_device_capability(index)
         record["gpu_name"] = torch.cuda.get_device_name(index)
+        # The kernels in the package are machine code for this architecture (sm_90 on Hopper): other GPUs
+        # cannot run them.
         record["compute_capability"] = f"{major}.{minor}"
+        record["cuda"] = torch.version.cuda
     else:
         # Inductor picks the C++ vector ISA (DEFAULT / AVX2 / AVX512 / ...) from this: code compiled for AVX512
         # dies with an illegal instruction on an AVX2-only CPU.
@@ -91,7 +106,7 @@ def device_record(device: str = "cpu") -> dict[str, Any]:
 
 
 # Keys that must match exactly; cpu_model is recorded for information (same ISA, other model: still runs).
-_MUST_MATCH = ("device_class", "arch", "cpu_capability", "gpu_name", "compute_capability", "torch")
+_MUST_MATCH = ("device_class", "arch", "cpu_capability", "gpu_name", "compute_capability", "cuda", "torch")
 
 
 def check_device(built: dict[str, Any], here: dict[str, Any]) -> None:
@@ -108,6 +123,20 @@ def check_device(built: dict[str, Any], here: dict[str, Any]) -> None:
             "to another GPU):\n  " + "\n  ".join(diffs),
             fix="build the engine again on this machine from the converted checkpoint (build_engine)",
         )
+
+
+def _libstdcxx_global() -> None:
+    """Make the C++ runtime torch already loaded visible to the CUDA package's wrapper library.
+
+    Python loads torch's libraries (and with them libstdc++) with RTLD_LOCAL. Seen on the H200 (torch 2.11, CUDA
+    13, GCC 13): the AOTInductor CUDA wrapper then crashed (SIGSEGV inside std::regex while parsing its device string)
+    when loaded from a plain python3, while the Triton python-backend stub, which links libstdc++ itself, and
+    python3 with LD_PRELOAD=libstdc++.so.6 loaded the same package fine. Promoting the loaded copy to global
+    scope before loading the package does what the stub does."""
+    import ctypes
+
+    with contextlib.suppress(OSError):  # not loaded, or not Linux: nothing to promote
+        ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -136,6 +165,8 @@ class Engine:
 
     @classmethod
     def load(cls, engine_dir: str, *, num_threads: int | None = None, device: str | None = None) -> Engine:
+        """Load on ``device`` (default: the device class the engine was built for, ``cuda`` meaning GPU 0 when
+        this machine has one, else ``cpu``); EngineMismatchError if the engine was built for another device."""
         with open(os.path.join(engine_dir, "config.json")) as f:
             config = json.load(f)
         built = config["device"]
@@ -144,8 +175,12 @@ class Engine:
         check_device(built, device_record(device))
         if num_threads:
             torch.set_num_threads(num_threads)
-        step = torch._inductor.aoti_load_package(os.path.join(engine_dir, ENGINE_FILE))
-        return cls(config, step, device)
+        index = (torch.device(device).index or 0) if device.startswith("cuda") else -1
+        if index >= 0:
+            torch.cuda.set_device(index)
+            _libstdcxx_global()
+        step = torch._inductor.aoti_load_package(os.path.join(engine_dir, ENGINE_FILE), device_index=index)
+        return cls(config, step, device if index < 0 else f"cuda:{index}")
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -289,6 +324,8 @@ class Batcher:
 
     def _run(self) -> None:
         loop = self._run_inflight if self.strategy == "inflight" else self._run_static
+        if self.engine.device.type == "cuda":
+            torch.cuda.set_device(self.engine.device)  # a new thread starts on GPU 0
         with torch.inference_mode():
             loop()
 

@@ -31,7 +31,12 @@ class TritonPythonModel:
         engine_dir = params.get("engine_dir") or os.path.join(here, "engine")
         # One torch thread by default: Triton's own threads and the clients need the other cores.
         threads = int(params.get("torch_threads", "1") or 1)
-        self.engine = rt.Engine.load(engine_dir, num_threads=threads)  # EngineMismatchError fails the load, clearly
+        # KIND_GPU (an engine built for cuda): the engine and its KV cache go on the GPU Triton gave this instance.
+        device = None
+        if args.get("model_instance_kind") == "GPU":
+            device = f"cuda:{int(args.get('model_instance_device_id') or 0)}"
+        # EngineMismatchError (built for another device) fails the load with its message.
+        self.engine = rt.Engine.load(engine_dir, num_threads=threads, device=device)
         self._log_file = None
         self._log_lock = threading.Lock()
         trace = None
@@ -50,7 +55,8 @@ class TritonPythonModel:
         ).start()
         self._ids = itertools.count()
         pb_utils.Logger.log_info(
-            f"llm: {engine_dir} ({self.batcher.strategy} batching, max_batch_size={self.engine.max_batch_size}, "
+            f"llm: {engine_dir} on {self.engine.device} ({self.batcher.strategy} batching, "
+            f"max_batch_size={self.engine.max_batch_size}, "
             f"max_input_len={self.engine.max_input_len}, max_seq_len={self.engine.max_seq_len}, "
             f"KV cache {self.engine.kv_cache_bytes} bytes)"
         )
