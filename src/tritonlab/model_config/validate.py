@@ -339,7 +339,7 @@ def _report_unparseable(model: _Model, emit: _Emitter) -> None:
             return
         if size > MAX_CONFIG_BYTES:
             emit("error", f"config.pbtxt is {_size(size)}, far beyond any model configuration (limit "
-                 f"{_size(MAX_CONFIG_BYTES)}): not read", "replace it with the real config (a few KB of text)")  # fmt: skip
+                 f"{_size(MAX_CONFIG_BYTES)}): not read", "replace it with the real config (a few KB)")  # fmt: skip
             return
         model.config_path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
