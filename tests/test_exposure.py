@@ -117,3 +117,23 @@ def test_jupyterlab_and_its_kernels_listen_on_loopback_only_and_require_the_toke
         finally:
             request(f"{base}/api/kernels/{kernel}", token=token, method="DELETE")
     print(f"exposure: jupyterlab + kernel {sorted(sockets)}")
+
+
+def test_docker_port_publishes_and_the_engine_stay_on_loopback(cpu_image, no_leaked_containers, docker_engine):
+    from tritonlab.container import engine
+    from tritonlab.server import start_server
+
+    with start_server(backend="docker") as server:
+        ports = {server.http_port, server.grpc_port, server.metrics_port}
+        bindings = engine.connect().containers.get(server.container_id).attrs["HostConfig"]["PortBindings"]
+        assert {b["HostIp"] for port in bindings.values() for b in port} == {"127.0.0.1"}
+        # What the host really listens on for the published ports (docker-proxy, or nothing with iptables-only NAT
+        # where the kernel forwards): never a wildcard or outside address.
+        published = [c for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]  # fmt: skip
+        assert all(is_loopback(c.laddr.ip) for c in published), published
+        assert server.is_ready()  # reachable on 127.0.0.1 all the same
+    if docker_engine.startswith("unix://") and "tritonlab-dockerd-" in docker_engine:  # the private engine we started
+        dockerd = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "dockerd"
+                   and any(docker_engine in a for a in p.info["cmdline"] or [])]  # fmt: skip
+        assert dockerd and all(not listening(p.pid) for p in dockerd)  # a unix socket only, no TCP port
