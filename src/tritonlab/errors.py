@@ -67,8 +67,8 @@ class ServerCrashed(TritonLabError):
         self.log_path = log_path
         super().__init__(
             message + (f"\n(its log: {log_path})" if log_path else ""),
-            fix="server.restart() starts it again with the same options (or re-run the cell that starts it); "
-            "run check() again once it is back",
+            fix="server.restart() starts it again with the same options (or re-run the cell that starts it); then "
+            "take new clients (client = server.http_client()) and run check() again",
         )
 
 

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from conftest import VENV_BIN, add_sub_inputs, tritonserver_pids, wait_for
 from tritonlab.checks import check
 from tritonlab.checks.core import Status
-from tritonlab.errors import DiskFull, EnvironmentProblem, PortInUseError, ServerCrashed
+from tritonlab.errors import DiskFull, EnvironmentProblem, PortInUseError, ServerCrashed, TritonLabError
 from tritonlab.server import registry, start_server
 from tritonlab.server.ports import free_ports
 from tritonlab.server.process import SHM_DIR, SHM_PREFIX
@@ -52,10 +53,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def add_sub(server) -> np.ndarray:
+def add_sub(server, client=None) -> np.ndarray:
+    """add_sub(a, a) through ``client`` (default: server.http_client(), as the lab's hints write it)."""
     a = np.arange(4, dtype=np.float32).reshape(1, 4)
-    result = server.http_client().infer("add_sub", add_sub_inputs(httpclient, a, a))
-    return result.as_numpy("OUTPUT0")
+    client = client or server.http_client()
+    module = grpcclient if isinstance(client, grpcclient.InferenceServerClient) else httpclient
+    return client.infer("add_sub", add_sub_inputs(module, a, a)).as_numpy("OUTPUT0")
 
 
 def tritonserver_host_pid(server) -> int:
@@ -101,7 +104,8 @@ def test_a_tritonserver_killed_mid_lab_is_reported_with_the_fix_and_restart_reco
     http, grpc, metrics = free_ports(3)
     server = start_server(example_repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
     try:
-        assert add_sub(server).tolist() == ADD_SUB_OUTPUT0
+        held = [server.http_client(), server.grpc_client()]  # `client = server.http_client()` in an earlier cell
+        assert [add_sub(server, c).tolist() for c in held] == [ADD_SUB_OUTPUT0] * 2
         pid = tritonserver_host_pid(server)
         stubs = stubs_of(pid)
         assert stubs, "the example's python model runs in a stub process"
@@ -117,7 +121,11 @@ def test_a_tritonserver_killed_mid_lab_is_reported_with_the_fix_and_restart_reco
         assert "no longer running" in crash.message and "killed by SIGKILL" in crash.message
         assert "out-of-memory killer" in crash.message and str(http) in crash.message
         assert crash.fix is not None and "server.restart()" in crash.fix and "re-run the cell" in crash.fix
+        assert "server.http_client()" in crash.fix
         assert crash.exit_code in (-9, 137)  # Popen's -signal, or Docker's 128 + signal
+        for client in held:  # clients taken before the crash say the same
+            with pytest.raises(ServerCrashed, match="killed by SIGKILL"):
+                add_sub(server, client)
         for call in (lambda: server.model_stats("add_sub"), server.repository_index, server.metrics_text,
                      server.metadata, server.grpc_client):  # fmt: skip
             with pytest.raises(ServerCrashed, match="killed by SIGKILL"):
@@ -134,6 +142,11 @@ def test_a_tritonserver_killed_mid_lab_is_reported_with_the_fix_and_restart_reco
         server.restart()
         assert (server.http_port, server.grpc_port, server.metrics_port) == (http, grpc, metrics)
         assert add_sub(server).tolist() == ADD_SUB_OUTPUT0
+        assert add_sub(server, server.grpc_client()).tolist() == ADD_SUB_OUTPUT0
+        for client in held:  # closed by the restart: they say so and how to get a working one
+            with pytest.raises(TritonLabError, match="closed when its server was stopped or restarted") as closed:
+                add_sub(server, client)
+            assert "server.http_client()" in (closed.value.fix or "")
         assert server.crash() is None and "running" in repr(server)
         assert check("lab1.server_ready", workspace=tmp_path).passed
         records = [r for r in registry.records() if r.http_url == server.http_url]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import atexit
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -432,17 +433,19 @@ class Server(abc.ABC):
     def _client(self, cls: type, address: str, kwargs: dict[str, Any]) -> Any:
         self._raise_if_crashed()  # server.http_client().infer(...) on a dead server: say so, and how to recover
         if kwargs:
-            client = cls(address, **kwargs)
+            client = _reporting_crashes(cls)(address, **kwargs)
         elif cls in self._shared_clients:
             return self._shared_clients[cls]
         else:
-            client = self._shared_clients[cls] = cls(address)
+            client = self._shared_clients[cls] = _reporting_crashes(cls)(address)
+        client._tritonlab_server = self
         self._clients.append(client)  # closed by stop()
         return client
 
     def _close_clients(self) -> None:
         # Open client connections keep Triton waiting up to --exit-timeout-secs: close them first.
         for client in self._clients:
+            client._tritonlab_closed = True  # a call on it later says so (a client held across a restart)
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
@@ -512,6 +515,42 @@ class Server(abc.ABC):
     def model_stats(self, name: str = "", version: str = "") -> dict[str, Any]:
         """/v2/models/<name>/stats: inference_count, execution_count, batch_stats ... (all models if no name)."""
         return self._call("GET", (_model_path(name, version) if name else "/v2/models") + "/stats")
+
+
+_CRASH_REPORTING: dict[type, type] = {}
+
+
+def _reporting_crashes(cls: type) -> type:
+    """``cls`` (a tritonclient client class) whose public calls, when they fail because the server this Python started
+    has died, raise ServerCrashed with the fix: a learner keeps ``client = server.http_client()`` across cells."""
+    if cls not in _CRASH_REPORTING:
+
+        def wrap(method: Any) -> Any:
+            @functools.wraps(method)
+            def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return method(self, *args, **kwargs)
+                except Exception:
+                    server = getattr(self, "_tritonlab_server", None)
+                    crash = server.crash() if server is not None else None
+                    if crash is not None:
+                        raise crash from None
+                    if getattr(self, "_tritonlab_closed", False):
+                        raise TritonLabError(
+                            f"this client was closed when its server was stopped or restarted ({server!r})",
+                            fix="take a new one: client = server.http_client() (or server.grpc_client())",
+                        ) from None
+                    raise
+
+            return call
+
+        methods = {
+            name: wrap(member)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_") and name != "close"
+        }
+        _CRASH_REPORTING[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__})
+    return _CRASH_REPORTING[cls]
 
 
 def _stop_orphans() -> list[Any]:
