@@ -458,6 +458,22 @@ def test_full_cache_disk_staging_the_server_is_a_clear_error_and_leaves_no_half_
     assert registry.records() == []
 
 
+# ---------------------------------------------------------------------------------------------- damaged cache
+@pytest.mark.parametrize("removed", ["backends/python/triton_python_backend_stub", ".tritonlab-staged"])
+def test_a_damaged_staged_server_is_staged_again_by_the_next_start(tmp_path, monkeypatch, removed):
+    # A cache cleaned by hand, or half lost: with the stub gone every start failed ("triton_python_backend_stub is
+    # not found", told to fix a model that was fine) until the learner found and deleted the cache.
+    from tritonlab.server.staging import stage
+
+    monkeypatch.setenv("TRITONLAB_CACHE_DIR", str(tmp_path / "cache"))
+    staged = stage()
+    (staged.root / removed).unlink()
+    with start_server() as server:
+        assert add_sub(server).tolist() == ADD_SUB_OUTPUT0
+    assert stage().complete() and (staged.root / removed).is_file()
+    assert [p.name for p in staged.root.parent.iterdir()] == [staged.root.name]  # nothing set aside is left
+
+
 # ---------------------------------------------------------------------------------------------- Prometheus absent
 def test_without_prometheus_lab4_says_what_is_missing_and_the_rest_still_works(tmp_path, monkeypatch):
     from tritonlab.labs.lab4 import RULES

@@ -8,6 +8,7 @@ Site-packages stays untouched.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -54,6 +55,14 @@ class StagedServer:
     def caches(self) -> Path:
         return self.root / "caches"
 
+    @property
+    def stub(self) -> Path:
+        return self.backends / "python" / STUB_NAME
+
+    def complete(self) -> bool:
+        """Staged whole, and nothing it needs removed since (a cache cleaned by hand, a disk error)."""
+        return all(p.is_file() for p in (self.root / _READY_MARKER, self.binary, self.stub))
+
 
 def find_wheel_server() -> WheelServer:
     spec = importlib.util.find_spec("pytriton")
@@ -95,8 +104,13 @@ def stage(python: tuple[int, int] | None = None) -> StagedServer:
         )
     target = cache_dir() / "tritonserver" / f"pytriton-{wheel.version}-py{python[0]}{python[1]}"
     staged = StagedServer(root=target, libs=wheel.libs)
-    if (target / _READY_MARKER).is_file() and staged.binary.is_file():
+    if staged.complete():
         return staged
+    if target.exists():  # damaged: every start would fail (e.g. "triton_python_backend_stub is not found")
+        aside = target.with_name(f".damaged-{target.name}-{os.getpid()}")
+        with contextlib.suppress(OSError):  # another Python may be moving it aside or restaging at the same time
+            os.rename(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     # A full disk fails the copy with one error per file: say it once, with the fix (the half copy is removed).
     with clear_when_full(target.parent, "the staged tritonserver (a copy of the wheel's server)"):
@@ -118,7 +132,7 @@ def stage(python: tuple[int, int] | None = None) -> StagedServer:
                 os.rename(tmp / "root", target)
             except OSError:
                 # Another process staged it first; theirs is as good as ours.
-                if not (target / _READY_MARKER).is_file():
+                if not staged.complete():
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
