@@ -27,6 +27,9 @@ def _display_fallback() -> None:
         import IPython.display  # noqa: F401
     except ImportError:
         ipython = types.ModuleType("IPython")
+        # matplotlib probes a loaded IPython for these: say "no interactive shell, a recent IPython"
+        ipython.get_ipython = lambda: None  # type: ignore[attr-defined]
+        ipython.version_info = (8, 30, 0)  # type: ignore[attr-defined]
         display = types.ModuleType("IPython.display")
         display.display = lambda *objs, **_: [print(f"[display] {type(o).__name__}") for o in objs]  # type: ignore[attr-defined]
         display.Image = lambda path=None, **_: f"Image({path})"  # type: ignore[attr-defined]

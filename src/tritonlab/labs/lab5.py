@@ -125,10 +125,12 @@ def measure_batching(
     after = {m: _model_counts(server, m) for m in (ENSEMBLE, LLM)}
     ids = {r.request_id for r in records}
     log = _wait_for_finishes(repository, ids, read_step_log)
+    groups = server.model_config(LLM).get("instance_group") or [{}]
     path = Path(results)
     saved = _read_results(path)
     saved[strategy] = {
         "strategy": strategy,
+        "instance_kind": groups[0].get("kind", "KIND_CPU"),  # where the engine ran: KIND_GPU for a cuda engine
         "server": server.http_url,
         "concurrency": concurrency,
         "requests": [list(r) for r in requests],

@@ -12,7 +12,12 @@ from typing import Any
 
 from tritonlab.checks.core import Context, Fail, Unattempted, checkpoint
 
-MIN_SPEEDUP = 1.3  # in-flight over static output tokens/s on the lab's mixed-length workload (about 2x measured)
+# In-flight over static output tokens/s on the lab's mixed-length workload, by where the llm instance ran. On a CPU
+# a decode step costs in proportion to its batch, so static batching pays for every padded slot: 1.6-2.0x measured
+# on 2 busy cores. On a GPU this 2-layer model's step costs about the same for 1 or 8 sequences and the per-token
+# response path dominates: 1.06-1.33x measured on the H200, so there the check asks only that it is not slower.
+MIN_SPEEDUP = {"KIND_CPU": 1.3, "KIND_GPU": 0.95}
+MIN_TTFT_GAIN = 2.0  # static mean TTFT / in-flight mean TTFT: waiting for a whole batch (4-10x measured, CPU and GPU)
 RATIO_AGREEMENT = 0.25  # the server's own tokens/s ratio may differ from the client's by this much (relative)
 VALUE_TOLERANCE = 0.01  # learner's submitted numbers vs the check's recomputation from the saved records
 PROMPT, PROMPT_TOKENS_OUT = "once upon a time", 12
@@ -362,13 +367,19 @@ def batching(ctx: Context) -> str:
     ratio = metrics["inflight"]["output_token_throughput"] / metrics["static"]["output_token_throughput"]
     if not isinstance(speedup, int | float) or abs(speedup - ratio) > VALUE_TOLERANCE * ratio:
         raise Fail(f"SPEEDUP = {speedup!r}; your THROUGHPUT values give {ratio:.3f}")
-    if ratio < MIN_SPEEDUP:
-        raise Fail(f"in-flight batching gave {ratio:.2f}x static's tokens/s; expected at least {MIN_SPEEDUP}x on this "
-                   "workload: was the machine busy? measure both again")  # fmt: skip
+    kind = str(saved["inflight"].get("instance_kind", "KIND_CPU"))
+    least = MIN_SPEEDUP.get(kind, MIN_SPEEDUP["KIND_CPU"])
+    if ratio < least:
+        raise Fail(f"in-flight batching gave {ratio:.2f}x static's tokens/s; expected at least {least}x on this "
+                   f"workload ({kind}): was the machine busy? measure both again")  # fmt: skip
+    ttft = {s: metrics[s]["time_to_first_token"]["avg"] for s in STRATEGIES}
+    if ttft["static"] < MIN_TTFT_GAIN * ttft["inflight"]:
+        raise Fail(f"mean time to first token: in-flight {ttft['inflight']:.1f} ms, static {ttft['static']:.1f} ms; "
+                   f"requests joining at the next step wait far less (>= {MIN_TTFT_GAIN}x): measure again")  # fmt: skip
     server_ratio = evidence["inflight"][2] / evidence["static"][2] if evidence["static"][2] else 0.0
     if abs(server_ratio - ratio) > RATIO_AGREEMENT * ratio:
         raise Fail(f"the client measured {ratio:.2f}x, the server's step log {server_ratio:.2f}x: measure again")
-    return (
-        f"in-flight {ratio:.2f}x static output tokens/s (server's step log: {server_ratio:.2f}x); "
-        f"{joined} requests joined a running batch, static padded {padded} finished-sequence slots"
-    )
+    steps = {s: len(saved[s].get("steps", [])) for s in STRATEGIES}
+    return (f"in-flight {ratio:.2f}x static output tokens/s (server's step log: {server_ratio:.2f}x), mean TTFT "
+            f"{ttft['inflight']:.0f} vs {ttft['static']:.0f} ms, {steps['inflight']} vs {steps['static']} decode steps "
+            f"for the same tokens; {joined} requests joined a running batch, static padded {padded} slots")  # fmt: skip
