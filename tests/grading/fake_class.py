@@ -72,7 +72,9 @@ def lab1_class(folder: Path) -> dict[str, float]:
         "carol_untouched": (submission("01_setup"), 0.0),
         "dave_tamper": (submission("01_setup", prepend=TAMPER), 0.0),
         "erin_tamper_correct": (submission("01_setup", correct, prepend=TAMPER), 9.0),
-        "frank_hangs": (submission("01_setup", hanging), 0.0),
+        # the hung cell (grpc, 2 points) is lost; a fresh kernel runs the rest, where nothing is defined any more
+        # (server, answers): metadata 1 too. What came before it counts: server_ready 1, probe 3, http 2.
+        "frank_hangs": (submission("01_setup", hanging), 6.0),
     }
     for name, (notebook, _) in students.items():
         (folder / name).mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from tritonlab.errors import TritonLabError
+from tritonlab.grading import sandbox
 from tritonlab.server import registry
 from tritonlab.server.process import sweep_orphaned_shm
 
@@ -249,34 +251,59 @@ def _nbgrader_failure(output: str) -> str:
     return (errors[-1] if errors else (lines[-1] if lines else "nbgrader failed"))[:300]
 
 
-def grade_one(course: Path, lab: str, student: str, timeout: float) -> Grade:
-    """Autograde and make feedback for one student in a private copy of the course (its own gradebook)."""
+def _grader_files(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: what a kernel may leave in its workspace that the grader must not follow or read."""
+    skipped = []
+    for name in names:
+        mode = os.lstat(os.path.join(folder, name)).st_mode
+        if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            skipped.append(name)
+    return skipped
+
+
+def grade_one(course: Path, lab: str, student: str, timeout: float,
+              memory_bytes: int = sandbox.DEFAULT_MEMORY_BYTES) -> Grade:  # fmt: skip
+    """Autograde and make feedback for one student in a private copy of the course (its own gradebook).
+
+    The kernel runs in a box (``sandbox``): its own user, a memory cgroup, a process limit; whatever it leaves
+    running is killed afterwards, whatever the outcome.
+    """
     from nbgrader.api import Gradebook, MissingEntry
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"grade-{student}-") as tmp:
         mini = Path(tmp)
         shutil.copyfile(course / "gradebook.db", mini / "gradebook.db")
+        (mini / "gradebook.db").chmod(0o600)
         (mini / "source").symlink_to(course / "source")
         shutil.copytree(course / "submitted" / student, mini / "submitted" / student)
         command = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
                    f"--CourseDirectory.root={mini}"]  # fmt: skip
         shutil.copyfile(NBGRADER_CONFIG, mini / "nbgrader_config.py")
+        mini.chmod(0o711)  # the box's users reach their workspace and box/ through it, and list nothing
+        box = sandbox.open_box(mini / "box", workspaces=mini / "autograded", memory_bytes=memory_bytes)
+        env = {**venv_environment(), **box.environment()}
         proc = subprocess.Popen(command, cwd=mini, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=venv_environment())  # fmt: skip
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)  # fmt: skip
         try:
             output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_tree(proc.pid)
             proc.communicate()
-            registry.stop_orphans()  # the killed kernel's Triton
+            output = None
+        finally:
+            oom = sandbox.oom_kills(box)
+            sandbox.close_box(box)  # the kernel's Triton, forks, daemons; then its cgroup
+            registry.stop_orphans()  # a kernel outside a box (not root, no cgroup) leaves its Triton to the registry
             sweep_orphaned_shm()
+        memory = (f"; the notebook ran out of its {memory_bytes / 2**30:g} GiB of memory ({oom} process(es) killed)"
+                  if oom else "")  # fmt: skip
+        if output is None:
             return Grade(student, lab, 0.0, max_score(course, lab), "failed",
                          f"grading stopped after {timeout:.0f} s: the notebook hung (a cell that never ends, "
-                         "or a kernel that ignores interrupts)", time.monotonic() - started)  # fmt: skip
-        registry.stop_orphans()  # a kernel that died hard leaves its Triton behind for a moment
+                         f"or a kernel that ignores interrupts){memory}", time.monotonic() - started)  # fmt: skip
         if proc.returncode != 0:
-            return Grade(student, lab, 0.0, max_score(course, lab), "failed", _nbgrader_failure(output),
+            return Grade(student, lab, 0.0, max_score(course, lab), "failed", _nbgrader_failure(output) + memory,
                          time.monotonic() - started)  # fmt: skip
         feedback = nbgrader(mini, "generate_feedback", lab, "--student", student, "--force", timeout=300)
         with Gradebook(f"sqlite:///{mini / 'gradebook.db'}") as gb:
@@ -290,8 +317,9 @@ def grade_one(course: Path, lab: str, student: str, timeout: float) -> Grade:
             if src.exists():
                 dst = course / part / student
                 shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(src, dst)
+                shutil.copytree(src, dst, ignore=_grader_files)
         reason = "" if feedback.returncode == 0 else f"feedback failed: {_nbgrader_failure(feedback.stdout)}"
+        reason = (reason + memory).lstrip("; ")
         return Grade(student, lab, float(score), float(maximum), "graded", reason, time.monotonic() - started)
 
 
@@ -309,6 +337,7 @@ def grade_class(
     jobs: int | None = None,
     timeout: float = 600.0,
     progress: Callable[[Grade], None] | None = None,
+    memory_bytes: int = sandbox.DEFAULT_MEMORY_BYTES,
 ) -> list[Grade]:
     """collect -> autograde -> feedback for every submission (in parallel), then ``course/grades.csv``."""
     check_submissions(submissions)  # before nbgrader spends a minute preparing the course
@@ -318,7 +347,7 @@ def grade_class(
     students = collect(submissions, lab, course, rejected)
     jobs = jobs or max(1, min(len(students), os.cpu_count() or 1))
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(grade_one, course, lab, s, timeout) for s in students]
+        futures = [pool.submit(grade_one, course, lab, s, timeout, memory_bytes) for s in students]
         grades = []
         for future in as_completed(futures):
             grades.append(future.result())

@@ -5,6 +5,12 @@ checkpoints it names (``grade("lab1.server_ready")``) are judged again by a fres
 learner's kernel, against the server that kernel started (found through the kernel's own child processes).
 The cell's outputs are then replaced by that verdict, so nothing the learner's kernel prints, patches or
 overrides (``check``, tritonlab modules, ``showtraceback``, stderr warnings) can change the grade.
+
+When ``tritonlab grade`` runs it, the kernel starts in a box (``sandbox``) and the checker runs under the box's
+second uid; only a tritonserver running the grader's staged binary counts as the learner's server; a cell whose
+kernel dies or ignores the interrupt after its timeout costs that cell only (a fresh kernel runs the rest); and
+once the notebook has run, everything of the box is killed and the workspace is the grader's again before
+nbgrader writes anything.
 """
 
 from __future__ import annotations
@@ -12,19 +18,29 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import os
+import secrets
+import stat
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async, run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import Execute
 
 from tritonlab.checks import store
 from tritonlab.checks import values as values_module
-from tritonlab.checks.core import Result
+from tritonlab.checks.core import CHECKPOINTS, Result, ServerInfo, Status, load_all
 from tritonlab.checks.render import card_html, card_text
 from tritonlab.checks.runner import run_isolated, server_of_process
+from tritonlab.grading import sandbox
 
 
 @dataclass(frozen=True)
@@ -94,13 +110,110 @@ async def judge_cell(client: Any, cell: Any, workspace: Path) -> list[Result]:
     calls = grade_calls(cell.source)
     if not calls:
         return []
+    box = sandbox.Box.current()
     for call in calls:
         if call.values:
             # Only what the locked cell's own expressions evaluate to counts, whatever the kernel wrote before.
-            store.save_submission(workspace, call.checkpoint_id, await kernel_values(client, call), replace=True)
+            values = await kernel_values(client, call)
+            if box is not None and box.uid is not None:
+                save_submission_nofollow(workspace, call.checkpoint_id, values)
+            else:
+                store.save_submission(workspace, call.checkpoint_id, values, replace=True)
     kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-    server = server_of_process(kernel_pid) if kernel_pid else None
-    return run_isolated(list(dict.fromkeys(c.checkpoint_id for c in calls)), workspace, server)
+    ids = list(dict.fromkeys(c.checkpoint_id for c in calls))
+    if box is None:
+        return run_isolated(ids, workspace, server_of_process(kernel_pid) if kernel_pid else None)
+    return judge_in_box(box, ids, workspace, box_server(box, kernel_pid) if kernel_pid else None)
+
+
+# ---------------------------------------------------------------------------------------------- in a box
+def save_submission_nofollow(workspace: Path, checkpoint_id: str, values: dict[str, Any]) -> None:
+    """store.save_submission for a workspace a hostile kernel owns, written by root: relative to open folder
+    descriptors, never following a link (a link planted at the temporary file would redirect root's write)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    ws = os.open(workspace, flags)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(store.STATE_DIR, 0o755, dir_fd=ws)
+        state = os.open(store.STATE_DIR, flags, dir_fd=ws)
+    except OSError:
+        os.close(ws)
+        return  # the kernel put something else there: no values, the checkpoint fails on its own
+    try:
+        data: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            fd = os.open("submissions.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=state)
+            with os.fdopen(fd, "rb") as handle:
+                if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    loaded = json.loads(handle.read(16 * 2**20))
+                    data = loaded if isinstance(loaded, dict) else {}
+        data[checkpoint_id] = dict(values)
+        tmp = f".submissions.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=state)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data, indent=1))
+        os.replace(tmp, "submissions.json", src_dir_fd=state, dst_dir_fd=state)
+    finally:
+        os.close(state)
+        os.close(ws)
+
+
+def box_server(box: sandbox.Box, kernel_pid: int) -> ServerInfo | None:
+    """The newest Triton the kernel started, counting only processes that run the grader's staged binary (in the
+    box's cache, which the box cannot write): a process the kernel merely names "tritonserver" is not a server."""
+    staged = (box.cache / "tritonserver").resolve()
+    servers = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(kernel_pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error, ValueError):
+                if staged in Path(child.exe()).resolve().parents:
+                    servers.append(child)
+    for child in sorted(servers, key=lambda c: c.create_time(), reverse=True):
+        with contextlib.suppress(psutil.Error):
+            args = dict(a.split("=", 1) for a in child.cmdline()[1:] if a.startswith("--") and "=" in a)
+            if "--http-port" in args:
+                host = args.get("--http-address", "127.0.0.1")
+                grpc = (
+                    f"grpc://{args.get('--grpc-address', host)}:{args['--grpc-port']}"
+                    if "--grpc-port" in args
+                    else None
+                )
+                metrics = (f"http://{args.get('--metrics-address', host)}:{args['--metrics-port']}/metrics"
+                           if "--metrics-port" in args else None)  # fmt: skip
+                return ServerInfo(f"http://{host}:{args['--http-port']}", grpc, metrics)
+    return None
+
+
+def judge_in_box(box: sandbox.Box, ids: list[str], workspace: Path, server: ServerInfo | None) -> list[Result]:
+    """The isolated checker, as the box's checker user: it reads the workspace with no more rights than the
+    learner has, writes nothing there, and the kernel's user can neither signal nor trace it."""
+    cmd = [sys.executable, "-I", "-m", "tritonlab.checks", "run", *ids, "--workspace", str(workspace), "--json",
+           "--no-record"]  # fmt: skip
+    if server is not None:
+        cmd += ["--server", server.http_url]
+        cmd += ["--grpc", server.grpc_url] if server.grpc_url else []
+        cmd += ["--metrics", server.metrics_url] if server.metrics_url else []
+    env = {**os.environ, "TRITONLAB_CACHE_DIR": str(box.cache), "HOME": str(box.cache), "TMPDIR": "/tmp"}
+    try:
+        proc = subprocess.run(sandbox.wrap(cmd, role="checker"), capture_output=True, text=True, timeout=180,
+                              stdin=subprocess.DEVNULL, cwd="/", env=env)  # fmt: skip
+        return [Result.from_dict(d) for d in json.loads(proc.stdout.strip().splitlines()[-1])]
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError, KeyError, TypeError, ValueError) as e:
+        detail = "timed out" if isinstance(e, subprocess.TimeoutExpired) else (
+            (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
+        load_all()
+        return [Result(id=i, title=CHECKPOINTS[i].title if i in CHECKPOINTS else i, status=Status.ERROR,
+                       message=f"the checker process failed: {detail}", hint="",
+                       points=CHECKPOINTS[i].points if i in CHECKPOINTS else 0.0, awarded=0.0, seconds=0.0)
+                for i in ids]  # fmt: skip
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """Starts the kernel inside the grading box (see ``sandbox``) when this process grades in one."""
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        command = super().format_kernel_cmd(extra_arguments)
+        return sandbox.wrap(command) if sandbox.Box.current() is not None else command
 
 
 def verdict_outputs(results: list[Result]) -> list[NotebookNode]:
@@ -128,7 +241,54 @@ def verdict_outputs(results: list[Result]) -> list[NotebookNode]:
 
 
 class ExecuteWithCheckpoints(Execute):
-    """nbgrader's Execute, with autograded checkpoint cells re-judged outside the kernel."""
+    """nbgrader's Execute, with autograded checkpoint cells re-judged outside the kernel (in a box, if grading)."""
+
+    max_kernel_restarts = 5
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["kernel_manager_class"] = SandboxedKernelManager
+        super().__init__(*args, **kwargs)
+        self.kernel_restarts = 0
+
+    async def async_execute_cell(self, cell: Any, cell_index: int, execution_count: int | None = None,
+                                 store_history: bool = True) -> Any:  # fmt: skip
+        """A kernel that dies in a cell (its memory limit, ``os._exit``, a signal) or that ignores the interrupt
+        after the cell timeout costs that cell: it gets the error, a fresh kernel runs the cells after it, and what
+        the notebook earned before still counts (nbgrader alone would fail the whole notebook)."""
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        except (DeadKernelError, CellTimeoutError) as e:
+            self.kernel_restarts += 1
+            if self.kernel_restarts > self.max_kernel_restarts:
+                raise
+            what = (
+                "the kernel died during this cell (out of memory, os._exit or a signal)"
+                if isinstance(e, DeadKernelError)
+                else f"the cell still ran {self.timeout} s after it started and ignored the interrupt"
+            )
+            self.log.warning("cell %s: %s; restarting the kernel", cell_index, what)
+            cell.outputs.append(NotebookNode(output_type="error", ename="KernelRestarted", evalue=what,
+                                             traceback=[f"KernelRestarted: {what}; the cells after it ran in a new "
+                                                        "kernel"]))  # fmt: skip
+            await ensure_async(self.km.restart_kernel(now=True))
+            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+            return cell
+
+    execute_cell = run_sync(async_execute_cell)  # nbconvert calls this one (nbclient binds its own at class level)
+
+    def preprocess(self, nb: Any, resources: Any, retries: Any = None) -> Any:
+        try:
+            return super().preprocess(nb, resources, retries)
+        finally:
+            box = sandbox.Box.current()
+            if box is not None:
+                # Before nbgrader writes anything: nothing of the box runs on (a fork that outlived its kernel could
+                # plant a link where the graded notebook is written), and the workspace is the grader's again.
+                sandbox.close_box(box, remove_cgroup=False)
+                workspace = Path(resources.get("metadata", {}).get("path") or ".").resolve()
+                removed = sandbox.lock_down(box, workspace)
+                if removed:
+                    self.log.warning("removed from the workspace (links and special files): %s", ", ".join(removed))
 
     async def on_cell_executed(self, **kwargs: Any) -> None:
         super().on_cell_executed(**kwargs)
