@@ -321,8 +321,14 @@ def grade(
     jobs: Annotated[int | None, typer.Option(help="Submissions graded at once (default: CPU count).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per submission before it gets 0.")] = 600.0,
     cell_timeout: Annotated[int, typer.Option(help="Seconds allowed per cell.")] = 120,
+    memory_gib: Annotated[
+        float | None, typer.Option(help="Memory per submission (kernel, Triton, all they start); default 6.")
+    ] = None,
 ) -> None:
-    """Grade a class: collect -> autograde (each with its own Triton) -> feedback -> course/grades.csv."""
+    """Grade a class: collect -> autograde (each with its own Triton) -> feedback -> course/grades.csv.
+
+    Each kernel runs in a box (as root: its own uid, a memory cgroup, a process limit; see grading/sandbox.py).
+    """
     import os
 
     from tritonlab.grading.course import grade_class
@@ -335,7 +341,8 @@ def grade(
     try:
         started = time.monotonic()
         submissions, course = submissions.absolute(), course.absolute()  # resolve() raises on a link loop
-        grades = grade_class(submissions, lab, course, jobs=jobs, timeout=timeout, progress=show)
+        memory = {"memory_bytes": int(memory_gib * 2**30)} if memory_gib else {}
+        grades = grade_class(submissions, lab, course, jobs=jobs, timeout=timeout, progress=show, **memory)
     except TritonLabError as e:
         raise fail(e) from None
     except OSError as e:  # the course folder cannot be created or written
