@@ -63,7 +63,7 @@ STEPS = [
          ["--device", "cpu", "--reps", "1", "--seconds", "1", "--warmup", "0.5", "--efficiency-concurrency", "2",
           "--efficiency-instances", "1"], "cpu_lab3_serving.json",
          "lab 3 classifier: dynamic batching gain, Triton vs naive pipeline, serving efficiency"),
-    Step("llm", "llm_batching.py", [], ["--requests", "2", "--concurrency", "2", "--repetitions", "1"],
+    Step("llm", "llm_batching.py", [], ["--requests", "4", "--concurrency", "4", "--repetitions", "1"],
          "cpu_llm_batching.json", "lab 5 track B engine: in-flight vs static batching, TTFT, ITL, build time"),
     Step("prometheus", "prometheus_scrape.py", ["--runs", "5"], ["--runs", "1"], "cpu_prometheus_scrape.json",
          "Prometheus start-to-ready and first scrape of Triton"),
@@ -211,13 +211,17 @@ def _notebook(n: int) -> Extractor:
         if name is None:
             raise NotMeasured(d["absent"].get(str(n), f"lab {n} was not run"))
         nb = d["notebooks"][name]
-        if not nb["green"]:
-            raise NotMeasured(f"{name} did not finish green: errors {nb['errors']}, failing {nb['failing']}")
         p = nb["profile"]
-        return nb["median_s"], {
+        meta = {
             "spread": {"min": nb["min_s"], "max": nb["max_s"], "n": nb["n"]}, "notebook": f"solutions/{name}.ipynb",
             "kernel_startup_s": p["kernel_startup_s"], "kernel_s": p["kernel_s"], "judge_s": p["judge_s"],
+            "green": nb["green"],
         }  # fmt: skip
+        if not nb["green"]:  # the time is real, but it is not a time to green: say so next to it
+            errors = nb["errors"][:2]
+            first = "; ".join(f"{c}: {e}: {(v.splitlines() or [''])[0][:110]}" for c, e, v in errors)
+            meta["caveat"] = f"NOT green: {first}; failing {sorted(nb['failing'])}"
+        return nb["median_s"], meta
 
     return extract
 
@@ -227,10 +231,10 @@ def _notebooks_total(d):
     if not t.get("labs_included"):
         raise NotMeasured("no course notebook was run")
     not_green = [name for name in d["labs"].values() if not d["notebooks"][name]["green"]]
-    if not_green:
-        raise NotMeasured(f"not green: {not_green}")
     meta = {"spread": {"min": t["min_s"], "max": t["max_s"], "n": t["n"]}, "labs_included": t["labs_included"],
-            "complete": t["complete"], "target_s": d.get("target_total_s")}  # fmt: skip
+            "complete": t["complete"], "target_s": d.get("target_total_s"), "green": not not_green}  # fmt: skip
+    if not_green:
+        meta["caveat"] = f"NOT green: {', '.join(not_green)} did not pass every checkpoint in this run"
     if not t["complete"]:
         meta["incomplete"] = "NOT the whole course: " + "; ".join(d["absent"].values())
     return t["median_s"], meta
@@ -491,8 +495,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# tritonlab benchmark results",
         "",
-        f"Measured by `{report['command']}` {report['period']} (git {ver.get('git_commit')}); all CPU figures below "
-        f"come from that one run, each ratio from repetitions interleaved side by side. Raw figures: "
+        f"Measured by `{report['command']}` {report['period']} (report written at git {ver.get('git_commit')}); "
+        f"all CPU figures below come from that one run, each ratio from repetitions interleaved side by side. Raw "
+        "figures: "
         f"`{report['results_dir']}/*.json` (each with its own command); per-step logs (not committed): "
         f"`{report['results_dir']}/logs/`.",
         "",
@@ -520,8 +525,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             shown = f"**not measured**: {meta.get('reason')}"
         else:
             shown = f"{_fmt(value)} {unit}"
-            if meta.get("incomplete"):
-                shown += f" ({meta['incomplete']})"
+            for note in ("incomplete", "caveat"):
+                if meta.get(note):
+                    shown += f" ({meta[note]})"
         command = meta.get("command", "")
         lines.append(f"| `{key}` | {label} | {shown} | {_spread_text(meta)} | {target} | {meta.get('date', '')} | "
                      f"`{command}` |")  # fmt: skip
@@ -536,6 +542,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             load_text = f"{load['before']} / {load['after']}" if load else "-"
             lines.append(f"| {step.name} | {step.what} | {ran['status']} | {ran.get('started') or '-'} | "
                          f"{ran['seconds']} | {load_text} | `{ran['command']}` |")  # fmt: skip
+        elif (Path(report["results_dir_abs"]) / step.out).is_file():
+            data = json.loads((Path(report["results_dir_abs"]) / step.out).read_text())
+            lines.append(f"| {step.name} | {step.what} | run separately (see the note) | {data.get('date', '-')} | - "
+                         f"| - | `{data.get('command', '-')}` |")  # fmt: skip
         else:
             lines.append(f"| {step.name} | {step.what} | not run | - | - | - | - |")
     return "\n".join(lines) + "\n"
@@ -659,13 +669,14 @@ def main(argv: list[str] | None = None) -> int:
         ["bench/run_all.py", *(argv if argv is not None else sys.argv[1:])])  # fmt: skip
     if args.reuse and steps:
         command = f"{'make bench' if args.results_dir == RESULTS_DIR else 'bench/run_all.py'} (rewritten by "
-        command += shlex.join(["bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]) + ")"
+        command += "bench/run_all.py --reuse)"
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "period": run_period(steps),
         "results_dir": os.path.relpath(args.results_dir, ROOT)
         if args.results_dir.is_relative_to(ROOT)
         else str(args.results_dir),
+        "results_dir_abs": str(args.results_dir),
         "command": command,
         "note": args.note,
         "machine": mach,
