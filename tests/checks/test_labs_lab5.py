@@ -221,9 +221,14 @@ def test_batching_passes_honest_numbers_and_fails_wrong_ones_or_a_static_run_tha
     assert status == Status.FAIL and "not on the running server" in message
 
 
-def test_batching_is_unattempted_until_both_strategies_are_measured(lab, tmp_path):
+def test_batching_is_unattempted_until_both_are_measured_and_fails_on_a_damaged_file(lab, tmp_path):
     root, info, _ = lab
     saved = json.loads((root / lab5.RESULTS).read_text())
     (tmp_path / lab5.RESULTS).write_text(json.dumps({"inflight": saved["inflight"]}))
     status, message = verdict(tmp_path, info, "lab5.batching", throughput={}, speedup=1.0)
     assert status == Status.UNATTEMPTED and "static" in message
+    # a results file that measure_batching did not write: a verdict with the fix, not a crash of the check
+    broken = {**saved, "static": {**saved["static"], "stats_before": {}}}
+    (tmp_path / lab5.RESULTS).write_text(json.dumps(broken))
+    status, message = verdict(tmp_path, info, "lab5.batching", throughput={}, speedup=1.0)
+    assert status == Status.FAIL and "measurement cell again" in message

@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import secrets
-import shutil
 import signal
 import stat
 import sys
@@ -242,9 +241,16 @@ def _connection_file_for(box: Box, command: list[str]) -> list[str]:
         if arg == "-f" and i + 1 < len(out):
             src = Path(out[i + 1])
             dst = box.home / src.name
-            shutil.copyfile(src, dst)
-            os.chown(dst, box.uid, box.uid)  # type: ignore[arg-type]
-            dst.chmod(0o600)
+            # Root writes into the box user's home, which that user controls (and a restarted kernel knows the
+            # name): never follow a link planted there, create the file afresh and set its owner through the fd.
+            with contextlib.suppress(FileNotFoundError):
+                dst.unlink()
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, src.read_bytes())
+                os.fchown(fd, box.uid, box.uid)  # type: ignore[arg-type]
+            finally:
+                os.close(fd)
             out[i + 1] = str(dst)
     return out
 
@@ -317,8 +323,12 @@ def enter(box: Box, command: list[str], role: str = "kernel") -> None:
         cwd = Path.cwd()
         if box.workspaces is None or (cwd != box.workspaces and box.workspaces not in cwd.parents):
             raise SystemExit(f"the kernel's folder {cwd} is not under {box.workspaces}")
-        for path in [cwd, *cwd.rglob("*")]:  # the notebook's folder is the learner's workspace
-            os.lchown(path, box.uid, box.uid)
+        # The notebook's folder is the learner's workspace. fwalk holds each folder open, so a process of the box
+        # swapping a folder for a link meanwhile cannot send root's chown outside it.
+        os.lchown(cwd, box.uid, box.uid)
+        for _, dirs, files, dir_fd in os.fwalk(cwd, follow_symlinks=False):
+            for name in [*dirs, *files]:
+                os.chown(name, box.uid, box.uid, dir_fd=dir_fd, follow_symlinks=False)
         for path in cwd.parents:
             if path == box.workspaces.parent:
                 break

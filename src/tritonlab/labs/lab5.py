@@ -93,6 +93,18 @@ def _model_counts(server: Any, model: str) -> dict[str, int]:
     }
 
 
+def _settled_counts(server: Any, ensemble_requests: int, timeout_s: float = 5.0) -> dict[str, dict[str, int]]:
+    """Triton's counts once the ensemble has counted ``ensemble_requests``: a decoupled request is counted when it
+    is released, just after its last response reached the client."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = {m: _model_counts(server, m) for m in (ENSEMBLE, LLM)}
+        done = counts[ENSEMBLE]["success"] + counts[ENSEMBLE]["fail"]
+        if done >= ensemble_requests or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.02)
+
+
 def _read_results(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -120,9 +132,9 @@ def measure_batching(
     requests = requests or mixed_requests()
     set_batching(server, strategy)
     stream_load(server.grpc_url, [(PROMPTS[0], 4)] * concurrency, concurrency=concurrency)  # warm-up, not saved
-    before = {m: _model_counts(server, m) for m in (ENSEMBLE, LLM)}
+    before = _settled_counts(server, concurrency)  # the warm-up's requests included
     records = stream_load(server.grpc_url, requests, concurrency=concurrency)
-    after = {m: _model_counts(server, m) for m in (ENSEMBLE, LLM)}
+    after = _settled_counts(server, before[ENSEMBLE]["success"] + before[ENSEMBLE]["fail"] + len(requests))
     ids = {r.request_id for r in records}
     log = _wait_for_finishes(repository, ids, read_step_log)
     groups = server.model_config(LLM).get("instance_group") or [{}]
@@ -172,6 +184,7 @@ def sweep(
 
     from tritonlab.engine.serving.client import llm_metrics, stream_load
 
+    set_batching(server, "inflight")  # measure_batching leaves the strategy it measured last
     rows = []
     with tqdm(total=len(concurrencies), desc="concurrency sweep", unit="level") as bar:
         for c in concurrencies:

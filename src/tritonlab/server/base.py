@@ -548,7 +548,8 @@ def _reporting_crashes(cls: type) -> type:
             name: wrap(member)
             for name, member in vars(cls).items()
             if callable(member) and not name.startswith("_") and name != "close"
-        }
+            and not isinstance(member, staticmethod | classmethod)  # no self to find the server through
+        }  # fmt: skip
         _CRASH_REPORTING[cls] = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__})
     return _CRASH_REPORTING[cls]
 
