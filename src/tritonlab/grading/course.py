@@ -275,7 +275,9 @@ def grade_one(course: Path, lab: str, student: str, timeout: float,
         mini = Path(tmp)
         shutil.copyfile(course / "gradebook.db", mini / "gradebook.db")
         (mini / "gradebook.db").chmod(0o600)
-        (mini / "source").symlink_to(course / "source")
+        # A copy only root can enter (a link would lead the box's users to the solutions and hidden tests)
+        shutil.copytree(course / "source", mini / "source", symlinks=True)
+        (mini / "source").chmod(0o700)
         shutil.copytree(course / "submitted" / student, mini / "submitted" / student)
         command = [sys.executable, "-m", "nbgrader", "autograde", lab, "--student", student, "--force",
                    f"--CourseDirectory.root={mini}"]  # fmt: skip
@@ -289,7 +291,8 @@ def grade_one(course: Path, lab: str, student: str, timeout: float,
             output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_tree(proc.pid)
-            proc.communicate()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a daemon of the box may hold the pipe open:
+                proc.communicate(timeout=30)  # close_box below kills it
             output = None
         finally:
             oom = sandbox.oom_kills(box)
@@ -342,6 +345,8 @@ def grade_class(
     """collect -> autograde -> feedback for every submission (in parallel), then ``course/grades.csv``."""
     check_submissions(submissions)  # before nbgrader spends a minute preparing the course
     course.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        course.chmod(0o700)  # the boxes' users must not read the solutions or other students' work in it
     prepare_course(course, [lab])
     rejected: dict[str, str] = {}  # submissions that cannot be graded: 0 with the reason, the batch goes on
     students = collect(submissions, lab, course, rejected)

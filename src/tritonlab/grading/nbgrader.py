@@ -116,7 +116,7 @@ async def judge_cell(client: Any, cell: Any, workspace: Path) -> list[Result]:
             # Only what the locked cell's own expressions evaluate to counts, whatever the kernel wrote before.
             values = await kernel_values(client, call)
             if box is not None and box.uid is not None:
-                save_submission_nofollow(workspace, call.checkpoint_id, values)
+                save_submission_nofollow(workspace, call.checkpoint_id, values, owner=box.uid)
             else:
                 store.save_submission(workspace, call.checkpoint_id, values, replace=True)
     kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
@@ -127,7 +127,8 @@ async def judge_cell(client: Any, cell: Any, workspace: Path) -> list[Result]:
 
 
 # ---------------------------------------------------------------------------------------------- in a box
-def save_submission_nofollow(workspace: Path, checkpoint_id: str, values: dict[str, Any]) -> None:
+def save_submission_nofollow(workspace: Path, checkpoint_id: str, values: dict[str, Any],
+                             owner: int | None = None) -> None:  # fmt: skip
     """store.save_submission for a workspace a hostile kernel owns, written by root: relative to open folder
     descriptors, never following a link (a link planted at the temporary file would redirect root's write)."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
@@ -136,6 +137,8 @@ def save_submission_nofollow(workspace: Path, checkpoint_id: str, values: dict[s
         with contextlib.suppress(FileExistsError):
             os.mkdir(store.STATE_DIR, 0o755, dir_fd=ws)
         state = os.open(store.STATE_DIR, flags, dir_fd=ws)
+        if owner is not None and os.fstat(state).st_uid == 0:
+            os.fchown(state, owner, owner)  # made by root just now: the kernel's own check() must write there too
     except OSError:
         os.close(ws)
         return  # the kernel put something else there: no values, the checkpoint fails on its own
@@ -149,10 +152,14 @@ def save_submission_nofollow(workspace: Path, checkpoint_id: str, values: dict[s
                     data = loaded if isinstance(loaded, dict) else {}
         data[checkpoint_id] = dict(values)
         tmp = f".submissions.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=state)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, indent=1))
-        os.replace(tmp, "submissions.json", src_dir_fd=state, dst_dir_fd=state)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=state)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(data, indent=1))
+            os.replace(tmp, "submissions.json", src_dir_fd=state, dst_dir_fd=state)
+        except OSError:  # e.g. the kernel made submissions.json a folder: this checkpoint fails, not the notebook
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=state)
     finally:
         os.close(state)
         os.close(ws)

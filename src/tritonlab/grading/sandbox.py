@@ -171,10 +171,13 @@ def lock_down(box: Box, folder: Path) -> list[str]:
 
 def box_processes(box: Box) -> list[psutil.Process]:
     procs = []
-    for proc in psutil.process_iter(["uids"]):
+    # the checker's user too: learner functions run in the checker, and what they start must not outlive it
+    uids = {u for u in (box.uid, box.checker_uid) if u is not None}
+    for proc in psutil.process_iter(["uids", "status"]):
         with contextlib.suppress(psutil.Error):
-            if box.uid is not None and proc.info["uids"] and box.uid in (proc.info["uids"].real,
-                                                                       proc.info["uids"].effective):  # fmt: skip
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue  # already dead: waiting on it would spend the whole timeout where no one reaps it
+            if proc.info["uids"] and uids & {proc.info["uids"].real, proc.info["uids"].effective}:
                 procs.append(proc)
     if box.cgroup is not None:
         for name in ("cgroup.procs", "tasks"):
