@@ -188,7 +188,7 @@ def test_batching_passes_honest_numbers_and_fails_wrong_ones_or_a_static_run_tha
     throughput, speedup = reference_values(root)
     status, message = verdict(root, info, "lab5.batching", throughput=throughput, speedup=speedup)
     assert status == Status.PASS, message
-    assert speedup >= checks.MIN_SPEEDUP
+    assert speedup >= checks.MIN_SPEEDUP["KIND_CPU"]  # the fixture serves the engine on the CPU
     records = lab5.load_records(root / lab5.RESULTS)
     requests_per_s = {s: llm_metrics(r)["request_throughput"] for s, r in records.items()}
     for values in (
