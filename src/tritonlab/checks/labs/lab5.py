@@ -14,11 +14,13 @@ from typing import Any
 from tritonlab.checks.core import Context, Fail, Unattempted, checkpoint
 
 # In-flight over static output tokens/s on the lab's mixed-length workload, by where the llm instance ran. On a CPU
-# a decode step costs in proportion to its batch, so static batching pays for every padded slot: 1.6-2.0x measured
-# on 2 busy cores. On a GPU this 2-layer model's step costs about the same for 1 or 8 sequences and the per-token
-# response path dominates: 1.06-1.33x measured on the H200, so there the check asks only that it is not slower.
-MIN_SPEEDUP = {"KIND_CPU": 1.3, "KIND_GPU": 0.95}
+# a decode step costs in proportion to its batch, so static batching pays for every padded slot: 1.25-2.0x measured
+# on 2 cores (the client, Triton and the model share them). On a GPU this 2-layer model's step costs about the same
+# for 1 or 8 sequences and the per-token response path dominates: 1.03-1.33x on the H200. So the tokens/s bar is
+# "clearly ahead" on CPU and "not slower" on GPU, and the robust signs are the two below.
+MIN_SPEEDUP = {"KIND_CPU": 1.1, "KIND_GPU": 0.95}
 MIN_TTFT_GAIN = 2.0  # static mean TTFT / in-flight mean TTFT: waiting for a whole batch (4-10x measured, CPU and GPU)
+MAX_STEP_SHARE = 0.85  # in-flight decode steps / static ones for the same tokens (0.58-0.69 measured, CPU and GPU)
 RATIO_AGREEMENT = 0.25  # the server's own tokens/s ratio may differ from the client's by this much (relative)
 VALUE_TOLERANCE = 0.01  # learner's submitted numbers vs the check's recomputation from the saved records
 PROMPT, PROMPT_TOKENS_OUT = "once upon a time", 12
@@ -395,6 +397,9 @@ def _batching(ctx: Context) -> str:
     if abs(server_ratio - ratio) > RATIO_AGREEMENT * ratio:
         raise Fail(f"the client measured {ratio:.2f}x, the server's step log {server_ratio:.2f}x: measure again")
     steps = {s: len(saved[s].get("steps", [])) for s in STRATEGIES}
+    if steps["inflight"] > MAX_STEP_SHARE * steps["static"]:
+        raise Fail(f"the server's step log shows {steps['inflight']} decode steps in-flight vs {steps['static']} "
+                   "static for the same tokens; joining at every step needs clearly fewer: measure again")  # fmt: skip
     return (f"in-flight {ratio:.2f}x static output tokens/s (server's step log: {server_ratio:.2f}x), mean TTFT "
             f"{ttft['inflight']:.0f} vs {ttft['static']:.0f} ms, {steps['inflight']} vs {steps['static']} decode steps "
             f"for the same tokens; {joined} requests joined a running batch, static padded {padded} slots")  # fmt: skip
