@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -31,14 +29,6 @@ from pathlib import Path
 from typing import Any
 
 LENGTHS = (16, 256)
-
-
-def output_lengths(n: int, seed: int, distribution: str) -> list[int]:
-    rng = random.Random(seed)
-    lo, hi = LENGTHS
-    if distribution == "uniform":
-        return [rng.randint(lo, hi) for _ in range(n)]
-    return [round(math.exp(rng.uniform(math.log(lo), math.log(hi)))) for _ in range(n)]
 
 
 def run_strategy(engine_dir: Path, work: Path, strategy: str, requests: list[tuple[str, int]], concurrency: int):
@@ -195,9 +185,9 @@ def main() -> None:
     refusal = refused_elsewhere(cold.engine_dir, args.device)
     print(f"loading it on {refusal['loaded_on']}: {refusal['error'] or 'NOT refused'}")
 
-    prompts = ["once upon a time", "the server loads a model", "tell me about the key and value cache"]
-    lengths = output_lengths(args.requests, seed=0, distribution=args.distribution)
-    requests = [(prompts[i % len(prompts)], n) for i, n in enumerate(lengths)]
+    from tritonlab.labs.lab5 import PROMPTS, mixed_requests
+
+    requests = mixed_requests(args.requests, lengths=LENGTHS, seed=0, distribution=args.distribution)
     runs: dict[str, list[dict[str, Any]]] = {"inflight": [], "static": []}
     for rep in range(args.repetitions):
         for strategy in ("inflight", "static"):
@@ -258,8 +248,8 @@ def main() -> None:
             "concurrency": args.concurrency,
             "output_lengths": args.distribution,
             "length_range": LENGTHS,
-            "mean_output_len": statistics.fmean(lengths),
-            "prompts": prompts,
+            "mean_output_len": statistics.fmean(n for _, n in requests),
+            "prompts": list(PROMPTS),
             "engine_limits": limits,
             "dtype": args.dtype,
             "repetitions": args.repetitions,

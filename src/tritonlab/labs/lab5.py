@@ -59,13 +59,27 @@ WORKLOAD_REQUESTS, WORKLOAD_CONCURRENCY, WORKLOAD_SEED = 16, 8, 5
 ANSWER_RANGE = (8, 96)  # output lengths drawn log-uniformly: many short answers, a few long ones (chat traffic)
 
 
-def mixed_requests(
-    n: int = WORKLOAD_REQUESTS, *, lengths: tuple[int, int] = ANSWER_RANGE, seed: int = WORKLOAD_SEED
-) -> list[tuple[str, int]]:
-    """``n`` (prompt, max_tokens) pairs with log-uniform output lengths, the same list for every strategy."""
+def output_lengths(
+    n: int, *, lengths: tuple[int, int] = ANSWER_RANGE, seed: int = WORKLOAD_SEED, distribution: str = "loguniform"
+) -> list[int]:
+    """``n`` seeded output lengths in ``lengths``: log-uniform (many short, a few long) or uniform."""
     rng = random.Random(seed)
     lo, hi = lengths
-    return [(PROMPTS[i % len(PROMPTS)], round(math.exp(rng.uniform(math.log(lo), math.log(hi))))) for i in range(n)]
+    if distribution == "uniform":
+        return [rng.randint(lo, hi) for _ in range(n)]
+    return [round(math.exp(rng.uniform(math.log(lo), math.log(hi)))) for _ in range(n)]
+
+
+def mixed_requests(
+    n: int = WORKLOAD_REQUESTS,
+    *,
+    lengths: tuple[int, int] = ANSWER_RANGE,
+    seed: int = WORKLOAD_SEED,
+    distribution: str = "loguniform",
+) -> list[tuple[str, int]]:
+    """``n`` (prompt, max_tokens) pairs with :func:`output_lengths`, the same list for every strategy."""
+    answers = output_lengths(n, lengths=lengths, seed=seed, distribution=distribution)
+    return [(PROMPTS[i % len(PROMPTS)], tokens) for i, tokens in enumerate(answers)]
 
 
 def set_batching(server: Any, strategy: str) -> None:
