@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from typing import Any
 
 import numpy as np
 
-from tritonlab.checks.core import Context, Fail, checkpoint
+from tritonlab.checks.core import Context, Fail, call_learner, checkpoint
 from tritonlab.server.ports import free_ports
 from tritonlab.versions import triton_server_version
 
@@ -43,23 +41,11 @@ def server_ready(ctx: Context) -> str:
 
 
 def _call_probe(probe: Any, url: str, limit: float = 15.0) -> tuple[Any, BaseException | None, float]:
-    """Run the learner's probe in a thread so a hanging probe cannot hang the checker."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = probe(url)
-        except BaseException as e:
-            box["error"] = e
-
-    started = time.perf_counter()
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(limit)
-    elapsed = time.perf_counter() - started
-    if worker.is_alive():
+    """Run the learner's probe so that a hanging probe cannot hang the checker."""
+    value, error, elapsed = call_learner(probe, url, limit=limit)
+    if elapsed is None:
         raise Fail(f"is_server_ready({url!r}) did not return within {limit:.0f} s: give your request a timeout")
-    return box.get("value"), box.get("error"), elapsed
+    return value, error, elapsed
 
 
 def _probe_cases(ctx: Context) -> tuple[Any, list[tuple[str, str, bool]]]:

@@ -7,11 +7,10 @@ in-flight batching beating static batching on the learner's own measurement, con
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Any
 
-from tritonlab.checks.core import Context, Fail, Unattempted, checkpoint
+from tritonlab.checks.core import Context, Fail, Unattempted, call_learner, checkpoint
 
 # In-flight over static output tokens/s on the lab's mixed-length workload, by where the llm instance ran. On a CPU
 # a decode step costs in proportion to its batch, so static batching pays for every padded slot: 1.25-2.0x measured
@@ -146,25 +145,14 @@ def _ensemble_success(ctx: Context) -> int:
 
 
 def _call_with_timeout(fn: Any, *args: Any) -> Any:
-    """Run the learner's function on a daemon thread: a hung client fails the check instead of hanging it."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # the learner's error is reported, whatever it is
-            box["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(LEARNER_CALL_TIMEOUT_S)
-    if thread.is_alive():
+    """The learner's function's value; a Fail if it raised or did not return in time."""
+    value, error, elapsed = call_learner(fn, *args, limit=LEARNER_CALL_TIMEOUT_S)
+    if elapsed is None:
         raise Fail(f"your function did not return within {LEARNER_CALL_TIMEOUT_S:.0f} s (waiting for a response "
                    "that never comes? stop at the response whose triton_final_response parameter is true)")  # fmt: skip
-    if "error" in box:
-        e = box["error"]
-        raise Fail(f"your function raised {type(e).__name__}: {e}")
-    return box.get("value")
+    if error is not None:
+        raise Fail(f"your function raised {type(error).__name__}: {error}")
+    return value
 
 
 @checkpoint(
