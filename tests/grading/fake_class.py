@@ -80,3 +80,13 @@ def lab1_class(folder: Path) -> dict[str, float]:
         (folder / name).mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, folder / name / "01_setup.ipynb")
     return {name: score for name, (_, score) in students.items()}
+
+
+def print_grades(course: Path, lab: str, grades: list) -> None:
+    """Each grade with its reason, and the end of nbgrader's log for one that failed (pytest shows this output
+    with a failing test: a CI machine's reason is otherwise lost)."""
+    for grade in grades:
+        print(f"{grade.student}: {grade.score:g}/{grade.max_score:g} {grade.status} {grade.reason}")
+        log = course / "logs" / lab / f"{grade.student}.log"
+        if grade.status != "graded" and log.is_file():
+            print("\n".join(f"    | {line}" for line in log.read_text(errors="replace").splitlines()[-60:]))

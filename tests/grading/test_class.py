@@ -8,7 +8,7 @@ import os
 import zipfile
 
 import pytest
-from fake_class import lab1_class
+from fake_class import lab1_class, print_grades
 
 from tritonlab.grading.course import grade_class
 
@@ -28,6 +28,7 @@ def graded(tmp_path_factory):
         grades = grade_class(archive, "01_setup", root / "course", jobs=2, timeout=180)
     finally:
         os.environ.pop("TRITONLAB_CELL_TIMEOUT")
+    print_grades(root / "course", "01_setup", grades)  # shown with a failure: the reasons and failed logs
     return root / "course", expected, {g.student: g for g in grades}
 
 
@@ -52,6 +53,8 @@ def test_a_hanging_cell_costs_what_depends_on_it_and_the_batch_goes_on(graded):
     frank = grades["frank_hangs"]
     assert frank.status == "graded" and frank.score == 6  # server_ready, probe, http: before the hung cell
     assert all(g.status == "graded" for g in grades.values())
+    log = (course / "logs" / "01_setup" / "frank_hangs.log").read_text()  # nbgrader's own account, kept
+    assert "restarting the kernel" in log and "ignored the interrupt" in log
     notebook = json.loads((course / "autograded" / "frank_hangs" / "01_setup" / "01_setup.ipynb").read_text())
     (restarted,) = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("ename") == "KernelRestarted"]
     assert "ignored the interrupt" in restarted["evalue"]

@@ -30,7 +30,7 @@ import psutil
 from tritonlab.errors import TritonLabError
 from tritonlab.grading import sandbox
 from tritonlab.server import registry
-from tritonlab.server.process import sweep_orphaned_shm
+from tritonlab.server.process import sweep_orphaned_shm, wait_procs_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SOLUTIONS = REPO_ROOT / "solutions"
@@ -238,11 +238,19 @@ def _kill_tree(pid: int) -> None:
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
-        psutil.wait_procs(procs, timeout=10)
+        wait_procs_gone(procs, timeout=10)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit)\b(?::.*)?$")
 
 
 def _nbgrader_failure(output: str) -> str:
+    """The line that says why nbgrader failed: the last exception it raised, else the last timeout or error line
+    (a cell that timed out and was handled logs "Timeout" lines in runs that then fail for another reason)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
+    raised = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), None)
+    if raised:
+        return f"the notebook did not finish: {raised[:300]}"
     for marker in ("CellTimeoutError", "DeadKernelError", "Kernel died", "timed out", "Timeout"):
         hit = next((line for line in reversed(lines) if marker in line), None)
         if hit:
@@ -301,14 +309,19 @@ def grade_one(course: Path, lab: str, student: str, timeout: float,
             sweep_orphaned_shm()
         memory = (f"; the notebook ran out of its {memory_bytes / 2**30:g} GiB of memory ({oom} process(es) killed)"
                   if oom else "")  # fmt: skip
+        log = grading_log(course, lab, student)
+        log.write_text(output if output is not None else f"(no output: killed after {timeout:.0f} s)\n")
         if output is None:
             return Grade(student, lab, 0.0, max_score(course, lab), "failed",
                          f"grading stopped after {timeout:.0f} s: the notebook hung (a cell that never ends, "
                          f"or a kernel that ignores interrupts){memory}", time.monotonic() - started)  # fmt: skip
         if proc.returncode != 0:
-            return Grade(student, lab, 0.0, max_score(course, lab), "failed", _nbgrader_failure(output) + memory,
+            return Grade(student, lab, 0.0, max_score(course, lab), "failed",
+                         f"{_nbgrader_failure(output)}{memory} (log: {log.relative_to(course)})",
                          time.monotonic() - started)  # fmt: skip
         feedback = nbgrader(mini, "generate_feedback", lab, "--student", student, "--force", timeout=300)
+        with log.open("a") as handle:
+            handle.write(f"\n--- generate_feedback (exit {feedback.returncode})\n{feedback.stdout}")
         with Gradebook(f"sqlite:///{mini / 'gradebook.db'}") as gb:
             try:
                 submission = gb.find_submission(lab, student)
@@ -324,6 +337,13 @@ def grade_one(course: Path, lab: str, student: str, timeout: float,
         reason = "" if feedback.returncode == 0 else f"feedback failed: {_nbgrader_failure(feedback.stdout)}"
         reason = (reason + memory).lstrip("; ")
         return Grade(student, lab, float(score), float(maximum), "graded", reason, time.monotonic() - started)
+
+
+def grading_log(course: Path, lab: str, student: str) -> Path:
+    """Where nbgrader's own output for one submission is kept, for the instructor (and a failed grade's reason)."""
+    folder = course / "logs" / lab
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{student}.log"
 
 
 def max_score(course: Path, lab: str) -> float:

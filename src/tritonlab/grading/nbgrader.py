@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -165,9 +166,44 @@ def save_submission_nofollow(workspace: Path, checkpoint_id: str, values: dict[s
         os.close(ws)
 
 
+_SERVER_FLAGS = ("--http-port", "--grpc-port", "--metrics-port", "--http-address", "--grpc-address",
+                 "--metrics-address", "--allow-http", "--allow-grpc", "--allow-metrics")  # fmt: skip
+
+
+def _server_flags(cmdline: list[str]) -> dict[str, str] | None:
+    """The endpoint flags of a tritonserver command line, or None when one is repeated or written as two words:
+    which value Triton took would then be a guess."""
+    flags: dict[str, str] = {}
+    for arg in cmdline[1:]:
+        name, equals, value = arg.partition("=")
+        if name in _SERVER_FLAGS:
+            if not equals or name in flags:
+                return None
+            flags[name] = value
+    return flags
+
+
+def _listens_on(process: psutil.Process, host: str, port: str) -> bool:
+    """Whether ``process`` itself holds a listening socket at host:port (a wildcard bind covers every address)."""
+    try:
+        wanted = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        return False  # a name could resolve anywhere: only an address the socket table can confirm counts
+    for conn in process.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == number:
+            bound = ipaddress.ip_address(conn.laddr.ip)
+            bound = getattr(bound, "ipv4_mapped", None) or bound  # gRPC binds 127.0.0.1 as ::ffff:127.0.0.1
+            if bound == wanted or bound.is_unspecified:
+                return True
+    return False
+
+
 def box_server(box: sandbox.Box, kernel_pid: int) -> ServerInfo | None:
     """The newest Triton the kernel started, counting only processes that run the grader's staged binary (in the
-    box's cache, which the box cannot write): a process the kernel merely names "tritonserver" is not a server."""
+    box's cache, which the box cannot write): a process the kernel merely names "tritonserver" is not a server.
+    Its command line only says where to look: each endpoint must be a socket that very process listens on, so
+    ``--allow-http=false`` plus a look-alike on that port answers nothing."""
     staged = (box.cache / "tritonserver").resolve()
     servers = []
     with contextlib.suppress(psutil.Error):
@@ -177,17 +213,17 @@ def box_server(box: sandbox.Box, kernel_pid: int) -> ServerInfo | None:
                     servers.append(child)
     for child in sorted(servers, key=lambda c: c.create_time(), reverse=True):
         with contextlib.suppress(psutil.Error):
-            args = dict(a.split("=", 1) for a in child.cmdline()[1:] if a.startswith("--") and "=" in a)
-            if "--http-port" in args:
-                host = args.get("--http-address", "127.0.0.1")
-                grpc = (
-                    f"grpc://{args.get('--grpc-address', host)}:{args['--grpc-port']}"
-                    if "--grpc-port" in args
-                    else None
-                )
-                metrics = (f"http://{args.get('--metrics-address', host)}:{args['--metrics-port']}/metrics"
-                           if "--metrics-port" in args else None)  # fmt: skip
-                return ServerInfo(f"http://{host}:{args['--http-port']}", grpc, metrics)
+            flags = _server_flags(child.cmdline())
+            if flags is None or "--http-port" not in flags:
+                continue
+            http_host = flags.get("--http-address", "127.0.0.1")
+            if not _listens_on(child, http_host, flags["--http-port"]):
+                continue
+            urls = {}
+            for kind, scheme, suffix in (("grpc", "grpc", ""), ("metrics", "http", "/metrics")):
+                host, port = flags.get(f"--{kind}-address", http_host), flags.get(f"--{kind}-port")
+                urls[kind] = f"{scheme}://{host}:{port}{suffix}" if port and _listens_on(child, host, port) else None
+            return ServerInfo(f"http://{http_host}:{flags['--http-port']}", urls["grpc"], urls["metrics"])
     return None
 
 
@@ -277,9 +313,31 @@ class ExecuteWithCheckpoints(Execute):
             cell.outputs.append(NotebookNode(output_type="error", ename="KernelRestarted", evalue=what,
                                              traceback=[f"KernelRestarted: {what}; the cells after it ran in a new "
                                                         "kernel"]))  # fmt: skip
-            await ensure_async(self.km.restart_kernel(now=True))
-            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+            await self._fresh_kernel()
             return cell
+
+    async def _fresh_kernel(self) -> None:
+        """Replace the stuck or dead kernel: new ports (the old ones were free for other processes to take while
+        it died) and a new client for them; a second try if the first new kernel does not come up."""
+        for attempt in (1, 2):
+            with contextlib.suppress(Exception):  # the old client's channels may already be closed
+                await ensure_async(self.kc.stop_channels())
+            # Forget the old ports: the kernel's connection file is rewritten with new ones on restart
+            # (restart_kernel's newports does nothing for ports jupyter_client cached).
+            self.km.cleanup_connection_file()
+            for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+                setattr(self.km, name, 0)
+            try:
+                await ensure_async(self.km.restart_kernel(now=True))
+                self.kc = self.km.client()
+                await ensure_async(self.kc.start_channels())
+                await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+                self.kc.allow_stdin = False
+                return
+            except RuntimeError as e:  # jupyter_client: "Kernel died before replying" / "didn't respond"
+                self.log.warning("the new kernel did not come up (attempt %d): %s", attempt, e)
+                if attempt == 2:
+                    raise
 
     execute_cell = run_sync(async_execute_cell)  # nbconvert calls this one (nbclient binds its own at class level)
 

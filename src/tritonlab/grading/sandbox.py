@@ -33,6 +33,8 @@ from pathlib import Path
 
 import psutil
 
+from tritonlab.server.process import wait_procs_gone
+
 ENV = "TRITONLAB_SANDBOX"
 # per submission (its kernel, its Triton and all they start); TRITONLAB_GRADE_MEMORY_GIB overrides it
 DEFAULT_MEMORY_BYTES = int(float(os.environ.get("TRITONLAB_GRADE_MEMORY_GIB", "6")) * 2**30)
@@ -180,11 +182,11 @@ def box_processes(box: Box) -> list[psutil.Process]:
             if proc.info["uids"] and uids & {proc.info["uids"].real, proc.info["uids"].effective}:
                 procs.append(proc)
     if box.cgroup is not None:
-        for name in ("cgroup.procs", "tasks"):
-            with contextlib.suppress(OSError, ValueError):
-                for pid in {int(x) for x in (box.cgroup / name).read_text().split()}:
-                    with contextlib.suppress(psutil.Error):
-                        procs.append(psutil.Process(pid))
+        # cgroup.procs: process ids only (v1's "tasks" lists thread ids, which psutil cannot wait on)
+        with contextlib.suppress(OSError, ValueError):
+            for pid in {int(x) for x in (box.cgroup / "cgroup.procs").read_text().split()}:
+                with contextlib.suppress(psutil.Error):
+                    procs.append(psutil.Process(pid))
     return list({p.pid: p for p in procs}.values())
 
 
@@ -200,7 +202,7 @@ def close_box(box: Box, timeout: float = 20.0, remove_cgroup: bool = True) -> in
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGKILL)  # SIGKILL: a fork bomb gets no time to fork again
                 killed += 1
-        psutil.wait_procs(procs, timeout=1)
+        wait_procs_gone(procs, timeout=1)
     if box.uid is not None:
         for region in Path("/dev/shm").glob("*"):
             with contextlib.suppress(OSError):
@@ -331,7 +333,8 @@ def enter(box: Box, command: list[str], role: str = "kernel") -> None:
         os.lchown(cwd, box.uid, box.uid)
         for _, dirs, files, dir_fd in os.fwalk(cwd, follow_symlinks=False):
             for name in [*dirs, *files]:
-                os.chown(name, box.uid, box.uid, dir_fd=dir_fd, follow_symlinks=False)
+                with contextlib.suppress(FileNotFoundError):  # a dying kernel's server may still be removing files
+                    os.chown(name, box.uid, box.uid, dir_fd=dir_fd, follow_symlinks=False)
         for path in cwd.parents:
             if path == box.workspaces.parent:
                 break

@@ -88,7 +88,7 @@ def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool
         proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     if children:
-        psutil.wait_procs(children, timeout=grace)
+        wait_procs_gone(children, timeout=grace)
     while time.monotonic() < deadline and proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
         if children and not any(c.is_running() for c in children):
             break
@@ -99,9 +99,27 @@ def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool
     for p in survivors:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(survivors, timeout=5)
+    wait_procs_gone(survivors, timeout=5)
     sweep_orphaned_shm(min_age=2.0)  # whatever died hard (now or earlier) leaves its regions in /dev/shm
     return True
+
+
+def wait_procs_gone(procs: list[psutil.Process], timeout: float) -> None:
+    """``psutil.wait_procs`` that survives its own race: psutil 7.2 lets an OSError from ``pidfd_open`` through
+    (ENOENT for a thread id, seen when a grading box closed while a Triton was still ending its threads)."""
+    deadline = time.monotonic() + timeout
+    try:
+        psutil.wait_procs(procs, timeout=timeout)
+    except OSError:
+        while time.monotonic() < deadline and any(_running(p) for p in procs):
+            time.sleep(0.05)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def wait_gone(pid: int, create_time: float | None, timeout: float) -> bool:

@@ -1,0 +1,51 @@
+"""Process helpers: waiting for processes to be gone, whatever psutil is handed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tritonlab.server.process import wait_procs_gone
+
+THREADED = """import threading, time
+for _ in range(4):
+    threading.Thread(target=time.sleep, args=(60,)).start()
+time.sleep(60)
+"""
+
+
+def test_waiting_on_a_live_thread_id_times_out_instead_of_raising():
+    # A cgroup's "tasks" file lists thread ids; psutil accepts them, and its pidfd wait raises ENOENT on one.
+    proc = subprocess.Popen([sys.executable, "-c", THREADED])
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(proc.pid).num_threads() < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        thread_ids = [t.id for t in psutil.Process(proc.pid).threads() if t.id != proc.pid]
+        assert thread_ids
+        with pytest.raises(OSError):
+            psutil.wait_procs([psutil.Process(thread_ids[0])], timeout=0.2)  # the race this helper survives
+        started = time.monotonic()
+        wait_procs_gone([psutil.Process(thread_ids[0])], timeout=0.5)
+        assert 0.4 < time.monotonic() - started < 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_returns_as_soon_as_killed_processes_and_their_threads_are_gone():
+    proc = subprocess.Popen([sys.executable, "-c", THREADED])
+    deadline = time.monotonic() + 10
+    while psutil.Process(proc.pid).num_threads() < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    targets = [psutil.Process(proc.pid), *(psutil.Process(t.id) for t in psutil.Process(proc.pid).threads())]
+    proc.kill()
+    started = time.monotonic()
+    wait_procs_gone(targets, timeout=10)
+    proc.wait()
+    assert time.monotonic() - started < 5
+    assert not psutil.pid_exists(proc.pid)
