@@ -104,17 +104,22 @@ def down(
     """Stop servers started with --detach or whose owner died (a killed kernel); --all stops every one."""
     from tritonlab.server import registry
 
-    stopped, skipped, strays = registry.down(everything=all_)
+    stopped, skipped, strays, unreachable = registry.down(everything=all_)
     if as_json:
-        print(json.dumps({"stopped": [r.id for r in stopped], "skipped": [r.id for r in skipped], "strays": strays}))
+        print(json.dumps({"stopped": [r.id for r in stopped], "skipped": [r.id for r in skipped], "strays": strays,
+                          "unreachable": [r.id for r in unreachable]}))  # fmt: skip
         return
     for record in stopped:
         console.print(f"stopped server {record.id} ({record.http_url})")
+    for record in unreachable:
+        host = record.extra.get("docker_host") or "the default Docker engine"
+        console.print(f"not stopped: server {record.id} (container {record.extra['container'][:12]}): {host} is not "
+                      "reachable. Its record is kept: start dockerd and run `tritonlab down` again")  # fmt: skip
     if strays:
         console.print(f"stopped {strays} unregistered tritonserver process(es)")
     for record in skipped:
         console.print(f"left running: server {record.id}, owned by live process {record.owner_pid} (use --all)")
-    if not (stopped or strays or skipped):
+    if not (stopped or strays or skipped or unreachable):
         console.print("no tritonlab servers running")
 
 

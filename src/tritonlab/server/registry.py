@@ -154,19 +154,24 @@ def stop_orphans(grace: float = 10.0) -> list[ServerRecord]:
     return orphans
 
 
-def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerRecord], list[ServerRecord], int]:
+def down(
+    everything: bool = False, grace: float = 10.0
+) -> tuple[list[ServerRecord], list[ServerRecord], int, list[ServerRecord]]:
     """Stop orphaned and detached servers (or all with ``everything``), unregistered containers whose owner died,
     and with ``everything`` every stray.
 
-    Returns (stopped, skipped because a live owner holds them, strays killed).
+    Returns (stopped, skipped because a live owner holds them, strays killed, containers whose engine cannot be
+    reached: their records are kept, so a later ``down`` can remove them once the engine is back).
     """
-    stopped, skipped = [], []
+    stopped, skipped, unreachable = [], [], []
     for record in records():
-        if everything or record.detached or record.orphaned:
+        if not (everything or record.detached or record.orphaned):
+            skipped.append(record)
+        elif record.backend == "docker" and record.pid is None and _container_exists(record) is None:
+            unreachable.append(record)
+        else:
             stop(record, grace)
             stopped.append(record)
-        else:
-            skipped.append(record)
     strays = 0
     if everything:
         for proc in stray_tritonservers():
@@ -180,4 +185,4 @@ def down(everything: bool = False, grace: float = 10.0) -> tuple[list[ServerReco
             engine.remove(container, grace=2.0)
             strays += 1
     sweep_orphaned_shm()  # regions of servers that died hard before anyone called down
-    return stopped, skipped, strays
+    return stopped, skipped, strays, unreachable
