@@ -265,3 +265,14 @@ def test_numpy_2_is_refused_with_the_fix(monkeypatch):
     with pytest.raises(TritonLabError) as caught:
         start_server()
     assert "numpy 2.5.2" in caught.value.message and "numpy<2" in caught.value.fix
+
+
+def test_a_path_without_the_system_folders_still_starts_python_models(example_repo, monkeypatch):
+    # Triton starts each python backend stub through a shell: with no /bin on PATH it used to wait out the
+    # whole start-up timeout without a word in its log.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with start_server(example_repo, backend="embedded", startup_timeout=60) as server:
+        assert server.is_ready()
+        a, b = np.arange(4, dtype=np.float32).reshape(1, 4), np.ones((1, 4), dtype=np.float32)
+        result = server.http_client().infer("add_sub", add_sub_inputs(httpclient, a, b))
+        assert np.allclose(result.as_numpy("OUTPUT0"), a + b)

@@ -54,7 +54,10 @@ def server_environment(staged: StagedServer, base: dict[str, str] | None = None)
         library_path.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(library_path)
     bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p != bin_dir]])
+    path = [bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]]
+    # Triton starts each python backend stub through a shell: without these it never comes up (and says nothing)
+    path += [p for p in ("/usr/local/bin", "/usr/bin", "/bin") if p not in path]
+    env["PATH"] = os.pathsep.join(path)
     return env
 
 
