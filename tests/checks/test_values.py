@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonlab.checks.values import SubmissionError, decode, encode
+from tritonlab.checks.values import SubmissionError, SubmittedFunction, decode, encode, rebuild
 
 LIMIT = 3
 
@@ -25,7 +25,9 @@ def test_arrays_keep_dtype_and_shape():
 
 
 def test_functions_travel_with_the_globals_they_read():
-    rebuilt = decode(json.loads(json.dumps(encode(uses_imports))))
+    submitted = decode(json.loads(json.dumps(encode(uses_imports))))
+    assert isinstance(submitted, SubmittedFunction)  # data: only a learner worker rebuilds and runs it
+    rebuilt = rebuild(submitted)
     assert rebuilt is not uses_imports
     assert rebuilt("http://h/") == "http://h/3x"
 

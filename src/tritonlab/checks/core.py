@@ -8,7 +8,6 @@ Anything else it raises becomes an ERROR result (never a PASS, never a crash).
 from __future__ import annotations
 
 import json
-import threading
 import time
 import traceback
 import urllib.error
@@ -224,26 +223,6 @@ def _parse(raw: bytes) -> Any:
 def _reason(error: OSError) -> str:
     reason = getattr(error, "reason", None) or error.strerror or str(error)
     return str(reason)
-
-
-def call_learner(fn: Callable[..., Any], *args: Any, limit: float) -> tuple[Any, BaseException | None, float | None]:
-    """Call a learner's function on a daemon thread so a hang cannot hang the checker: (value, error, seconds);
-    seconds is None when it did not return within ``limit``."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # the learner's error is reported, whatever it is
-            box["error"] = e
-
-    started = time.perf_counter()
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(limit)
-    if worker.is_alive():
-        return None, None, None
-    return box.get("value"), box.get("error"), time.perf_counter() - started
 
 
 def run_checkpoint(cp: Checkpoint, ctx: Context) -> Result:

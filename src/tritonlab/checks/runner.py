@@ -2,7 +2,8 @@
 
 ``run_isolated`` starts ``python -I -m tritonlab.checks run ...``: a new interpreter that ignores the notebook's
 cwd, PYTHONPATH and user site, so a learner who redefines ``check``, patches tritonlab modules or overrides
-``showtraceback`` in their kernel cannot change the verdict.
+``showtraceback`` in their kernel cannot change the verdict. The verdict comes back through a file on a descriptor
+of its own (``--verdict-fd``), never stdout: learner functions run in workers that hold neither (``learner``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -42,6 +45,31 @@ def state_problem(selectors: list[str], error: TritonLabError) -> list[Result]:
     ]  # fmt: skip
 
 
+def checker_command(
+    selectors: list[str], workspace: Path, server: ServerInfo | None, verdict_fd: int, record: bool = True
+) -> list[str]:
+    """The isolated checker's command line; it writes its verdict to ``verdict_fd`` (see ``verdict_file``)."""
+    cmd = [sys.executable, "-I", "-m", "tritonlab.checks", "run", *selectors, "--workspace", str(workspace),
+           "--verdict-fd", str(verdict_fd)] + ([] if record else ["--no-record"])  # fmt: skip
+    if server is not None:
+        cmd += ["--server", server.http_url]
+        cmd += ["--grpc", server.grpc_url] if server.grpc_url else []
+        cmd += ["--metrics", server.metrics_url] if server.metrics_url else []
+    return cmd
+
+
+def verdict_file() -> IO[bytes]:
+    """An unlinked temporary file for the checker's verdict: pass its fileno() to ``subprocess.run(pass_fds=...)``.
+    A file, not a pipe, so a long verdict cannot fill it while nobody reads."""
+    return tempfile.TemporaryFile()
+
+
+def read_verdict(verdict: IO[bytes]) -> list[Result]:
+    """The results the checker wrote (raises ValueError, KeyError or TypeError if it wrote none or garbage)."""
+    verdict.seek(0)
+    return [Result.from_dict(d) for d in json.loads(verdict.read())]
+
+
 def run_isolated(
     selectors: list[str], workspace: Path, server: ServerInfo | None, timeout: float = 180.0
 ) -> list[Result]:
@@ -49,25 +77,20 @@ def run_isolated(
         checkpoints = [cp for selector in selectors for cp in resolve(selector)]
     except KeyError as e:
         raise TritonLabError(e.args[0], fix="check the id: `tritonlab progress` lists every checkpoint") from None
-    cmd = [sys.executable, "-I", "-m", "tritonlab.checks", "run", *selectors, "--workspace", str(workspace), "--json"]
-    if server is not None:
-        cmd += ["--server", server.http_url]
-        if server.grpc_url:
-            cmd += ["--grpc", server.grpc_url]
-        if server.metrics_url:
-            cmd += ["--metrics", server.metrics_url]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        lines = proc.stdout.strip().splitlines()
-        return [Result.from_dict(d) for d in json.loads(lines[-1])]
-    except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError, KeyError, TypeError) as e:
-        detail = f"timed out after {timeout:.0f} s" if isinstance(e, subprocess.TimeoutExpired) else (
-            (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
-        return [
-            Result(id=cp.id, title=cp.title, status=Status.ERROR, message=f"the checker process failed: {detail}",
-                   hint="", points=cp.points, awarded=0.0, seconds=0.0)
-            for cp in checkpoints
-        ]  # fmt: skip
+    with verdict_file() as verdict:
+        cmd = checker_command(selectors, workspace, server, verdict.fileno())
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                  pass_fds=(verdict.fileno(),))  # fmt: skip
+            return read_verdict(verdict)
+        except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError) as e:
+            detail = f"timed out after {timeout:.0f} s" if isinstance(e, subprocess.TimeoutExpired) else (
+                (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
+            return [
+                Result(id=cp.id, title=cp.title, status=Status.ERROR, message=f"the checker process failed: {detail}",
+                       hint="", points=cp.points, awarded=0.0, seconds=0.0)
+                for cp in checkpoints
+            ]  # fmt: skip
 
 
 def server_of_process(pid: int) -> ServerInfo | None:

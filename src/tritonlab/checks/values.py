@@ -1,8 +1,9 @@
 """Values a learner submits to a checkpoint, as JSON: numbers, strings, lists, dicts, numpy arrays, functions.
 
-A function travels as its source code (``inspect.getsource``) and is rebuilt, out of the learner's kernel, in a
-fresh namespace by the checker. That is what lets a check call the learner's readiness probe against a stopped
-server without trusting the notebook.
+A function travels as its source code (``inspect.getsource``). The checker reads it back as a
+:class:`SubmittedFunction` and never runs it: :mod:`tritonlab.checks.learner` rebuilds and calls it in a worker
+process of its own. That is what lets a check call the learner's readiness probe against a stopped server without
+trusting the notebook, or letting the learner's code near the checker's verdict.
 """
 
 from __future__ import annotations
@@ -12,11 +13,22 @@ import inspect
 import sys
 import textwrap
 import types
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
 class SubmissionError(ValueError):
     """A value cannot be submitted (say which and why)."""
+
+
+@dataclass(frozen=True)
+class SubmittedFunction:
+    """A submitted function as data: its name, source and the globals it reads (see ``_referenced_globals``)."""
+
+    name: str
+    source: str
+    globals: dict[str, Any]
 
 
 def encode(value: Any) -> Any:
@@ -54,11 +66,20 @@ def decode(value: Any) -> Any:
 
             return np.asarray(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
         if "__function__" in value:
-            namespace = _rebuild_globals(value.get("globals", {}))
-            exec(compile(value["source"], f"<submitted {value['__function__']}>", "exec"), namespace)
-            return namespace[value["__function__"]]
+            name, source, spec = value["__function__"], value.get("source"), value.get("globals", {})
+            if not (isinstance(name, str) and isinstance(source, str) and isinstance(spec, dict)):
+                raise ValueError("a submitted function needs a name, its source and a dict of globals")
+            return SubmittedFunction(name, source, spec)
         return {k: decode(v) for k, v in value.items()}
     return value
+
+
+def rebuild(function: SubmittedFunction) -> Callable[..., Any]:
+    """Run the submitted source and return the function it defines. Learner code: only ever called in a learner
+    worker process (``checks.learner``), never in the checker."""
+    namespace = _rebuild_globals(function.globals)
+    exec(compile(function.source, f"<submitted {function.name}>", "exec"), namespace)
+    return namespace[function.name]
 
 
 def _referenced_globals(fn: types.FunctionType) -> dict[str, Any]:
@@ -96,6 +117,8 @@ def _code_names(code: types.CodeType) -> set[str]:
 def _rebuild_globals(spec: dict[str, Any]) -> dict[str, Any]:
     namespace: dict[str, Any] = {}
     for name, entry in spec.items():
+        if not isinstance(entry, dict):
+            continue  # not what encode() writes: the function meets a NameError, which the check reports
         try:
             if "module" in entry:
                 for submodule in entry.get("submodules", []):

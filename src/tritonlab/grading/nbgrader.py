@@ -23,7 +23,6 @@ import os
 import secrets
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from tritonlab.checks import store
 from tritonlab.checks import values as values_module
 from tritonlab.checks.core import CHECKPOINTS, Result, ServerInfo, Status, load_all
 from tritonlab.checks.render import card_html, card_text
-from tritonlab.checks.runner import run_isolated, server_of_process
+from tritonlab.checks.runner import checker_command, read_verdict, run_isolated, server_of_process, verdict_file
 from tritonlab.grading import sandbox
 
 
@@ -229,26 +228,23 @@ def box_server(box: sandbox.Box, kernel_pid: int) -> ServerInfo | None:
 
 def judge_in_box(box: sandbox.Box, ids: list[str], workspace: Path, server: ServerInfo | None) -> list[Result]:
     """The isolated checker, as the box's checker user: it reads the workspace with no more rights than the
-    learner has, writes nothing there, and the kernel's user can neither signal nor trace it."""
-    cmd = [sys.executable, "-I", "-m", "tritonlab.checks", "run", *ids, "--workspace", str(workspace), "--json",
-           "--no-record"]  # fmt: skip
-    if server is not None:
-        cmd += ["--server", server.http_url]
-        cmd += ["--grpc", server.grpc_url] if server.grpc_url else []
-        cmd += ["--metrics", server.metrics_url] if server.metrics_url else []
+    learner has, writes nothing there, and the kernel's user can neither signal nor trace it. Its verdict comes
+    back on a descriptor of its own, which the learner functions it calls (in workers) never hold."""
     env = {**os.environ, "TRITONLAB_CACHE_DIR": str(box.cache), "HOME": str(box.cache), "TMPDIR": "/tmp"}
-    try:
-        proc = subprocess.run(sandbox.wrap(cmd, role="checker"), capture_output=True, text=True, timeout=180,
-                              stdin=subprocess.DEVNULL, cwd="/", env=env)  # fmt: skip
-        return [Result.from_dict(d) for d in json.loads(proc.stdout.strip().splitlines()[-1])]
-    except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError, KeyError, TypeError, ValueError) as e:
-        detail = "timed out" if isinstance(e, subprocess.TimeoutExpired) else (
-            (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
-        load_all()
-        return [Result(id=i, title=CHECKPOINTS[i].title if i in CHECKPOINTS else i, status=Status.ERROR,
-                       message=f"the checker process failed: {detail}", hint="",
-                       points=CHECKPOINTS[i].points if i in CHECKPOINTS else 0.0, awarded=0.0, seconds=0.0)
-                for i in ids]  # fmt: skip
+    with verdict_file() as verdict:
+        cmd = checker_command(ids, workspace, server, verdict.fileno(), record=False)
+        try:
+            proc = subprocess.run(sandbox.wrap(cmd, role="checker"), capture_output=True, text=True, timeout=180,
+                                  stdin=subprocess.DEVNULL, cwd="/", env=env, pass_fds=(verdict.fileno(),))  # fmt: skip
+            return read_verdict(verdict)
+        except (subprocess.TimeoutExpired, KeyError, TypeError, ValueError) as e:
+            detail = "timed out" if isinstance(e, subprocess.TimeoutExpired) else (
+                (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
+    load_all()
+    return [Result(id=i, title=CHECKPOINTS[i].title if i in CHECKPOINTS else i, status=Status.ERROR,
+                   message=f"the checker process failed: {detail}", hint="",
+                   points=CHECKPOINTS[i].points if i in CHECKPOINTS else 0.0, awarded=0.0, seconds=0.0)
+            for i in ids]  # fmt: skip
 
 
 class SandboxedKernelManager(AsyncKernelManager):

@@ -173,7 +173,7 @@ def lock_down(box: Box, folder: Path) -> list[str]:
 
 def box_processes(box: Box) -> list[psutil.Process]:
     procs = []
-    # the checker's user too: learner functions run in the checker, and what they start must not outlive it
+    # the checker's user too: learner functions run in its workers, and what they start must not outlive it
     uids = {u for u in (box.uid, box.checker_uid) if u is not None}
     for proc in psutil.process_iter(["uids", "status"]):
         with contextlib.suppress(psutil.Error):

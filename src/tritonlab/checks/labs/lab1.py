@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from tritonlab.checks.core import Context, Fail, call_learner, checkpoint
+from tritonlab.checks.core import Context, Fail, checkpoint
+from tritonlab.checks.learner import call_learner
+from tritonlab.checks.values import SubmittedFunction
 from tritonlab.server.ports import free_ports
 from tritonlab.versions import triton_server_version
 
@@ -40,17 +42,17 @@ def server_ready(ctx: Context) -> str:
     return f"Triton {version} at {server.http_url} is live and ready, and add_sub is ready"
 
 
-def _call_probe(probe: Any, url: str, limit: float = 15.0) -> tuple[Any, BaseException | None, float]:
-    """Run the learner's probe so that a hanging probe cannot hang the checker."""
+def _call_probe(probe: SubmittedFunction, url: str, limit: float = 15.0) -> tuple[Any, BaseException | None, float]:
+    """Run the learner's probe in a worker process, so that a hanging or hostile probe cannot touch the checker."""
     value, error, elapsed = call_learner(probe, url, limit=limit)
     if elapsed is None:
         raise Fail(f"is_server_ready({url!r}) did not return within {limit:.0f} s: give your request a timeout")
     return value, error, elapsed
 
 
-def _probe_cases(ctx: Context) -> tuple[Any, list[tuple[str, str, bool]]]:
+def _probe_cases(ctx: Context) -> tuple[SubmittedFunction, list[tuple[str, str, bool]]]:
     probe = ctx.value("probe", of="lab1.readiness_probe")
-    if not callable(probe):
+    if not isinstance(probe, SubmittedFunction):
         raise Fail(f"the submitted probe is a {type(probe).__name__}, not a function")
     server = ctx.require_server()
     stopped = f"http://127.0.0.1:{free_ports(1)[0]}"

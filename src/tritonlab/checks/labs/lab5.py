@@ -10,7 +10,9 @@ import math
 import time
 from typing import Any
 
-from tritonlab.checks.core import Context, Fail, Unattempted, call_learner, checkpoint
+from tritonlab.checks.core import Context, Fail, Unattempted, checkpoint
+from tritonlab.checks.learner import Worker
+from tritonlab.checks.values import SubmittedFunction
 
 # In-flight over static output tokens/s on the lab's mixed-length workload, by where the llm instance ran. On a CPU
 # a decode step costs in proportion to its batch, so static batching pays for every padded slot: 1.25-2.0x measured
@@ -144,9 +146,9 @@ def _ensemble_success(ctx: Context) -> int:
     return int(stats["model_stats"][0].get("inference_stats", {}).get("success", {}).get("count", 0))
 
 
-def _call_with_timeout(fn: Any, *args: Any) -> Any:
-    """The learner's function's value; a Fail if it raised or did not return in time."""
-    value, error, elapsed = call_learner(fn, *args, limit=LEARNER_CALL_TIMEOUT_S)
+def _call_with_timeout(worker: Worker, *args: Any) -> Any:
+    """The learner's function's value (called in its worker process); a Fail if it raised or did not return in time."""
+    value, error, elapsed = worker.call(*args, limit=LEARNER_CALL_TIMEOUT_S)
     if elapsed is None:
         raise Fail(f"your function did not return within {LEARNER_CALL_TIMEOUT_S:.0f} s (waiting for a response "
                    "that never comes? stop at the response whose triton_final_response parameter is true)")  # fmt: skip
@@ -168,7 +170,7 @@ def streaming(ctx: Context) -> str:
     from tritonlab.engine.serving.client import generate_stream_http, stream_load
 
     fn = ctx.value("stream_tokens")
-    if not callable(fn):
+    if not isinstance(fn, SubmittedFunction):
         raise Fail(f"stream_tokens must be a function, got {type(fn).__name__}")
     info = ctx.require_server()
     if not info.grpc_address:
@@ -183,7 +185,8 @@ def streaming(ctx: Context) -> str:
     if reference.error or len(reference.token_times) < 2:
         raise Fail(f"the server did not stream tokens: {reference.error or f'{len(reference.token_times)} response'}")
     before = _ensemble_success(ctx)
-    got = _call_with_timeout(fn, info.grpc_address, PROMPT, PROMPT_TOKENS_OUT)
+    with Worker(fn) as worker:
+        got = _call_with_timeout(worker, info.grpc_address, PROMPT, PROMPT_TOKENS_OUT)
     deadline = time.monotonic() + 3.0  # Triton counts a streamed request when it is released, just after its end
     while _ensemble_success(ctx) <= before:
         if time.monotonic() > deadline:
@@ -258,7 +261,7 @@ def token_metrics(ctx: Context) -> str:
     from tritonlab.labs.lab5 import RESULTS
 
     fn = ctx.value("token_latencies")
-    if not callable(fn):
+    if not isinstance(fn, SubmittedFunction):
         raise Fail(f"token_latencies must be a function, got {type(fn).__name__}")
     saved = _saved(ctx)
     recorded = [r for entry in saved.values() if isinstance(entry, dict)
@@ -266,21 +269,23 @@ def token_metrics(ctx: Context) -> str:
     if not recorded:
         raise Unattempted(f"{RESULTS} has no streamed requests yet: run the measurement cells first")
     cases = recorded[:24] + _synthetic_records()  # 24 recorded requests are plenty and keep it quick
-    for record in cases:
-        got = _call_with_timeout(fn, record.sent, list(record.token_times))
-        if not isinstance(got, dict) or not {"ttft_ms", "itl_ms"} <= set(got):
-            raise Fail(f"token_latencies must return a dict with ttft_ms and itl_ms, got {got!r}")
-        want_ttft, want_itl = record.ttft * 1e3, record.inter_token_latency
-        first = [round(t, 3) for t in record.token_times[:5]]
-        shown = f"sent {record.sent:.3f}, {len(record.token_times)} tokens at {first}"
-        if not _close(got["ttft_ms"], want_ttft):
-            raise Fail(f"ttft_ms {got['ttft_ms']!r} for {shown}: want {want_ttft:.6g} ms")
-        if want_itl is None:
-            if got["itl_ms"] is not None and not (isinstance(got["itl_ms"], float) and math.isnan(got["itl_ms"])):
-                raise Fail(f"itl_ms {got['itl_ms']!r} for a single-token answer ({shown}): there is no gap, want None")
-        elif not _close(got["itl_ms"], want_itl * 1e3):
-            raise Fail(f"itl_ms {got['itl_ms']!r} for {shown}: want {want_itl * 1e3:.6g} ms "
-                       "(the gaps after the first token, averaged)")  # fmt: skip
+    with Worker(fn) as worker:  # one worker process for every case
+        for record in cases:
+            got = _call_with_timeout(worker, record.sent, list(record.token_times))
+            if not isinstance(got, dict) or not {"ttft_ms", "itl_ms"} <= set(got):
+                raise Fail(f"token_latencies must return a dict with ttft_ms and itl_ms, got {got!r}")
+            want_ttft, want_itl = record.ttft * 1e3, record.inter_token_latency
+            first = [round(t, 3) for t in record.token_times[:5]]
+            shown = f"sent {record.sent:.3f}, {len(record.token_times)} tokens at {first}"
+            if not _close(got["ttft_ms"], want_ttft):
+                raise Fail(f"ttft_ms {got['ttft_ms']!r} for {shown}: want {want_ttft:.6g} ms")
+            if want_itl is None:
+                if got["itl_ms"] is not None and not (isinstance(got["itl_ms"], float) and math.isnan(got["itl_ms"])):
+                    raise Fail(f"itl_ms {got['itl_ms']!r} for a single-token answer ({shown}): there is no gap, "
+                               "want None")  # fmt: skip
+            elif not _close(got["itl_ms"], want_itl * 1e3):
+                raise Fail(f"itl_ms {got['itl_ms']!r} for {shown}: want {want_itl * 1e3:.6g} ms "
+                           "(the gaps after the first token, averaged)")  # fmt: skip
     return (
         f"TTFT and ITL right on {len(recorded[:24])} recorded requests and {len(cases) - len(recorded[:24])} edge cases"
     )
