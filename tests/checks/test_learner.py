@@ -137,6 +137,12 @@ def returns_a_set(x):
     return {x}
 
 
+def returns_numpy(n):
+    import numpy as np
+
+    return {"ready": np.True_, "mean": np.float64(0.5), "gaps": np.arange(n, dtype=np.float32) / 2}
+
+
 def raises_its_own(x):
     class ProbeBroke(Exception):
         pass
@@ -158,6 +164,8 @@ def test_values_and_errors_come_back_as_data_and_the_worker_is_silent(capfd):
     assert error is None and seconds is not None and seconds < 30
     assert value["x"] == 3 and math.isnan(value["nan"]) and value["none"] is None and value["list"] == [1, "a"]
     assert capfd.readouterr() == ("", "")  # nothing from the worker reaches the checker's stdout or stderr
+    value, error, _ = call_learner(rebuilt(returns_numpy), 3, limit=30)  # numpy values arrive as plain ones
+    assert error is None and value == {"ready": True, "mean": 0.5, "gaps": [0.0, 0.5, 1.0]}
     value, error, _ = call_learner(rebuilt(returns_a_set), 1, limit=30)
     assert value is None and type(error).__name__ == "ReturnValueError" and "returned a set" in str(error)
     _, error, _ = call_learner(rebuilt(raises_its_own), "h:1", limit=30)

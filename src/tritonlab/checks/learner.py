@@ -184,6 +184,8 @@ def _answer(function: Callable[..., Any], args: list[Any]) -> dict[str, Any] | s
 
 
 def _unsendable(value: Any) -> Any:
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()  # numpy scalars and arrays are what learners compute with: plain values as before
     kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
     raise TypeError(f"your function returned a {kind}, which a check cannot receive: return plain Python values "
                     "(None, bool, int, float, str, and lists or dicts of them)")  # fmt: skip
