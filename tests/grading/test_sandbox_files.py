@@ -39,3 +39,23 @@ def test_submitted_values_are_written_for_the_kernel_and_a_blocked_state_file_co
     (blocked / ".tritonlab" / "submissions.json").mkdir(parents=True)
     save_submission_nofollow(blocked, "lab1.server_ready", {"a": 1}, owner=BOX_UID)  # no exception
     assert sorted(p.name for p in (blocked / ".tritonlab").iterdir()) == ["submissions.json"]
+
+
+def test_clear_checker_kills_what_runs_as_the_checkers_uid_and_nothing_else(tmp_path):
+    import subprocess
+
+    from tritonlab.grading.sandbox import clear_checker
+
+    def as_uid(uid: int) -> subprocess.Popen:
+        return subprocess.Popen(["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True)
+
+    box = Box(root=tmp_path / "box", uid=BOX_UID, checker_uid=BOX_UID + 1)
+    daemon, kernel = as_uid(BOX_UID + 1), as_uid(BOX_UID)
+    try:
+        assert clear_checker(box) == 1
+        daemon.wait(timeout=5)  # gone (clear_checker reaped it already: it is our child here)
+        assert kernel.poll() is None  # the kernel's own processes are close_box's business, at the end
+    finally:
+        for proc in (daemon, kernel):
+            proc.kill()
+            proc.wait()

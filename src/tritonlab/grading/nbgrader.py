@@ -231,6 +231,7 @@ def judge_in_box(box: sandbox.Box, ids: list[str], workspace: Path, server: Serv
     learner has, writes nothing there, and the kernel's user can neither signal nor trace it. Its verdict comes
     back on a descriptor of its own, which the learner functions it calls (in workers) never hold."""
     env = {**os.environ, "TRITONLAB_CACHE_DIR": str(box.cache), "HOME": str(box.cache), "TMPDIR": "/tmp"}
+    sandbox.clear_checker(box)
     with verdict_file() as verdict:
         cmd = checker_command(ids, workspace, server, verdict.fileno(), record=False)
         try:
@@ -240,6 +241,8 @@ def judge_in_box(box: sandbox.Box, ids: list[str], workspace: Path, server: Serv
         except (subprocess.TimeoutExpired, KeyError, TypeError, ValueError) as e:
             detail = "timed out" if isinstance(e, subprocess.TimeoutExpired) else (
                 (proc.stderr.strip().splitlines() or ["no output"])[-1])  # fmt: skip
+        finally:
+            sandbox.clear_checker(box)  # what its workers left (a setsid daemon escapes their session)
     load_all()
     return [Result(id=i, title=CHECKPOINTS[i].title if i in CHECKPOINTS else i, status=Status.ERROR,
                    message=f"the checker process failed: {detail}", hint="",
