@@ -196,6 +196,76 @@ server_version = "2.51.0"
 server_extensions = []  # wrong: the real server has extensions
 """
 
+# The grader's own staged tritonserver (from the box's cache, the binary the grader trusts) with HTTP switched off,
+# and a look-alike answering on the HTTP port that server's command line names.
+HTTP_OFF_BEHIND_FAKE = """# The real binary with --allow-http=false, and a look-alike on the port it names.
+import socket, subprocess, sys, tempfile, time
+from tritonlab.server.embedded import server_environment
+from tritonlab.server.staging import stage
+
+FAKE = '''
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Agree(BaseHTTPRequestHandler):
+    def answer(self):
+        body = json.dumps({"name": "triton", "version": "2.51.0", "extensions": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Agree).serve_forever()
+'''
+held = [socket.socket() for _ in range(3)]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+http, grpc, metrics = (s.getsockname()[1] for s in held)
+for s in held:
+    s.close()
+fake = subprocess.Popen([sys.executable, "-c", FAKE, str(http)])
+staged = stage()
+quiet = subprocess.Popen([str(staged.binary), f"--model-repository={tempfile.mkdtemp()}",
+                          f"--backend-directory={staged.backends}", "--http-address=127.0.0.1",
+                          f"--http-port={http}", "--allow-http=false", "--grpc-address=127.0.0.1",
+                          f"--grpc-port={grpc}", "--metrics-address=127.0.0.1", f"--metrics-port={metrics}"],
+                         env=server_environment(staged), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(5)
+server_version = "2.51.0"
+server_extensions = []  # wrong: the real server has extensions
+"""
+
+# An honest probe in the kernel; anywhere else (the grader's checker runs submitted functions) it writes a verdict
+# of full marks to stdout and to every descriptor it has, then ends the process before the checker can speak.
+FORGE_VERDICT = """import urllib.request
+
+
+def is_server_ready(url):
+    import json, os, sys
+    if "ipykernel" in sys.modules:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=3) as response:
+                return response.status == 200
+        except Exception:
+            return False
+    ids = [a for a in sys.argv if a.startswith("lab1.")] or ["lab1.readiness_probe", "lab1.readiness_probe_strict"]
+    line = json.dumps([{"id": i, "title": i, "status": "PASS", "message": "ok", "hint": "", "points": 3.0,
+                        "awarded": 3.0, "seconds": 0.0} for i in ids]) + "\\n"
+    for fd in range(1, 64):
+        try:
+            os.write(fd, line.encode())
+        except OSError:
+            pass
+    os._exit(0)
+
+
+is_server_ready(server.http_url)
+"""
+
 LOOP = """while True:
     pass
 """
@@ -241,6 +311,9 @@ def hostile_class(folder: Path) -> dict[str, float]:
         "fill_memory": (submission(LAB, {**correct, "metadata": FILL_MEMORY}), 8.0),
         # wrong answers and a fake server that agrees with them: only the real server's verdicts count
         "fake_server": (submission(LAB, {**wrong, "metadata": FAKE_SERVER}), 3.0),
+        "http_off_behind_fake": (submission(LAB, {**wrong, "metadata": HTTP_OFF_BEHIND_FAKE}), 3.0),
+        # the probe's 3 points are lost (it ends the checker's worker); everything else is honest
+        "forge_verdict": (submission(LAB, {**correct, "probe": FORGE_VERDICT}), 6.0),
     }
     for name, (notebook, _) in students.items():
         (folder / name).mkdir(parents=True, exist_ok=True)

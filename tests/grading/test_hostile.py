@@ -25,7 +25,7 @@ import tritonlab
 from conftest import REPO_ROOT
 from tritonlab.grading.course import grade_class
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # 14 notebooks, 2 at a time: ~4 min on 2 idle cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # 16 notebooks, 2 at a time: ~5 min on 2 idle cores
 
 PACKAGE = REPO_ROOT / "src" / "tritonlab"
 SITE = Path(sysconfig.get_paths()["purelib"])
