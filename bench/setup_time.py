@@ -3,8 +3,9 @@
     .venv/bin/python bench/setup_time.py [--reruns 5] [--no-cold] [--out bench/results/cpu_setup.json]
 
 Cold: a clean checkout of HEAD (`git archive`) in a temp dir, no .venv, an empty tritonlab cache (the embedded
-server is staged again), the base interpreter of this venv as PYTHON. pip uses this machine's local wheel
-mirror and pip cache as a learner's pip would; a machine that downloads from PyPI pays the downloads on top.
+server is staged again), the base interpreter of this venv as PYTHON, an empty uv cache. The install (uv; pip with
+--pip-only) uses this machine's local wheel mirror as a learner's pip would; a machine that downloads from PyPI
+pays the downloads on top.
 Each `[setup]` line is timestamped, so the report splits the cold run into its phases. Re-run: setup.sh again in
 that checkout (nothing changed: it only checks and exits). --no-cold times re-runs of this checkout instead.
 Target on a 2-core machine: cold setup <= 3 min.
@@ -75,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reruns", type=int, default=5)
     parser.add_argument("--no-cold", action="store_true", help="time re-runs of this checkout only")
+    parser.add_argument("--pip-only", action="store_true", help="install with pip, not uv (TRITONLAB_NO_UV=1)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu_setup.json")
     args = parser.parse_args()
 
@@ -96,8 +98,13 @@ def main() -> None:
             repo = clean_checkout(Path(tmp) / "tritonlab")
             env["TRITONLAB_CACHE_DIR"] = str(Path(tmp) / "cache")  # the server is staged again
             env["PYTHON"] = base_python()
+            env["UV_CACHE_DIR"] = str(Path(tmp) / "uv-cache")  # cold: nothing downloaded or unpacked before
+            if args.pip_only:
+                env["TRITONLAB_NO_UV"] = "1"
             results["python"] = env["PYTHON"]
-            results["pip_cache"] = "this machine's (warm); local wheel mirror as configured for pip"
+            results["installer"] = "pip (TRITONLAB_NO_UV=1)" if args.pip_only else "uv (env/setup.sh's default)"
+            results["pip_cache"] = ("uv cache empty; pip's (warm) fetches uv only; local wheel mirror as configured "
+                                    "for pip")  # fmt: skip
             cold, lines = run_setup(repo, env)
             results["cold"] = {**summary([cold]), "phases_s": phases(lines, cold)}
             print(
