@@ -161,11 +161,8 @@ while True:
     blocks.append(b"x" * (64 * 2**20))
 """
 
-FAKE_SERVER = """# A process that calls itself tritonserver, started after the real one, agreeing with wrong answers.
-import socket, subprocess, sys, time
-
-FAKE = '''
-import ctypes, json, sys
+# A look-alike Triton HTTP endpoint that calls itself tritonserver and agrees with the wrong answers.
+AGREEING = """import ctypes, json, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ctypes.CDLL(None).prctl(15, b"tritonserver", 0, 0, 0)  # PR_SET_NAME: what ps and psutil call it
@@ -184,7 +181,13 @@ class Agree(BaseHTTPRequestHandler):
         pass
 
 ThreadingHTTPServer(("127.0.0.1", port), Agree).serve_forever()
-'''
+"""
+
+FAKE_SERVER = """# A process that calls itself tritonserver, started after the real one, agreeing with wrong answers.
+import socket, subprocess, sys, time
+
+FAKE = '''
+@AGREEING@'''
 probe = socket.socket()
 probe.bind(("127.0.0.1", 0))
 port = probe.getsockname()[1]
@@ -194,7 +197,7 @@ fake = subprocess.Popen([sys.executable, "-c", FAKE, f"--http-port={port}", f"--
 time.sleep(3)
 server_version = "2.51.0"
 server_extensions = []  # wrong: the real server has extensions
-"""
+""".replace("@AGREEING@", AGREEING)
 
 # The grader's own staged tritonserver (from the box's cache, the binary the grader trusts) with HTTP switched off,
 # and a look-alike answering on the HTTP port that server's command line names.
@@ -204,30 +207,14 @@ from tritonlab.server.embedded import server_environment
 from tritonlab.server.staging import stage
 
 FAKE = '''
-import json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Agree(BaseHTTPRequestHandler):
-    def answer(self):
-        body = json.dumps({"name": "triton", "version": "2.51.0", "extensions": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_POST = answer
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Agree).serve_forever()
-'''
+@AGREEING@'''
 held = [socket.socket() for _ in range(3)]
 for s in held:
     s.bind(("127.0.0.1", 0))
 http, grpc, metrics = (s.getsockname()[1] for s in held)
 for s in held:
     s.close()
-fake = subprocess.Popen([sys.executable, "-c", FAKE, str(http)])
+fake = subprocess.Popen([sys.executable, "-c", FAKE, f"--http-port={http}"])
 staged = stage()
 quiet = subprocess.Popen([str(staged.binary), f"--model-repository={tempfile.mkdtemp()}",
                           f"--backend-directory={staged.backends}", "--http-address=127.0.0.1",
@@ -237,7 +224,7 @@ quiet = subprocess.Popen([str(staged.binary), f"--model-repository={tempfile.mkd
 time.sleep(5)
 server_version = "2.51.0"
 server_extensions = []  # wrong: the real server has extensions
-"""
+""".replace("@AGREEING@", AGREEING)
 
 # An honest probe in the kernel; anywhere else (the grader's checker runs submitted functions) it writes a verdict
 # of full marks to stdout and to every descriptor it has, then ends the process before the checker can speak.
