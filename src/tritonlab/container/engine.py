@@ -125,14 +125,15 @@ def remove(container: Any, grace: float = 2.0) -> None:
                 raise
 
 
-def remove_by_id(container_id: str, host: str | None = None, grace: float = 2.0) -> bool:
-    """Remove a container by id if the engine is reachable and it exists; True if it was there."""
+def remove_by_id(container_id: str, host: str | None = None, grace: float = 2.0) -> bool | None:
+    """Remove a container by id if it exists: True if it was there, False if not, None when the engine cannot be
+    reached (then nobody can tell, as with ``container_exists``)."""
     import docker.errors
 
     try:
         client = connect(host, timeout=10)
     except DockerUnavailable:
-        return False
+        return None
     try:
         remove(client.containers.get(container_id), grace)
         return True

@@ -182,20 +182,24 @@ def _server_flags(cmdline: list[str]) -> dict[str, str] | None:
     return flags
 
 
-def _listens_on(process: psutil.Process, host: str, port: str) -> bool:
-    """Whether ``process`` itself holds a listening socket at host:port (a wildcard bind covers every address)."""
+def _listening(process: psutil.Process) -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """The (address, port) pairs ``process`` itself listens on (gRPC binds 127.0.0.1 as ::ffff:127.0.0.1)."""
+    found = set()
+    for conn in process.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN:
+            bound = ipaddress.ip_address(conn.laddr.ip)
+            found.add((getattr(bound, "ipv4_mapped", None) or bound, conn.laddr.port))
+    return found
+
+
+def _listens_on(listening: set, host: str, port: str) -> bool:
+    """Whether host:port is among ``listening`` (a wildcard bind covers every address)."""
     try:
         wanted = ipaddress.ip_address(host)
         number = int(port)
     except ValueError:
         return False  # a name could resolve anywhere: only an address the socket table can confirm counts
-    for conn in process.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == number:
-            bound = ipaddress.ip_address(conn.laddr.ip)
-            bound = getattr(bound, "ipv4_mapped", None) or bound  # gRPC binds 127.0.0.1 as ::ffff:127.0.0.1
-            if bound == wanted or bound.is_unspecified:
-                return True
-    return False
+    return any(p == number and (a == wanted or a.is_unspecified) for a, p in listening)
 
 
 def box_server(box: sandbox.Box, kernel_pid: int) -> ServerInfo | None:
@@ -216,12 +220,14 @@ def box_server(box: sandbox.Box, kernel_pid: int) -> ServerInfo | None:
             if flags is None or "--http-port" not in flags:
                 continue
             http_host = flags.get("--http-address", "127.0.0.1")
-            if not _listens_on(child, http_host, flags["--http-port"]):
+            listening = _listening(child)
+            if not _listens_on(listening, http_host, flags["--http-port"]):
                 continue
             urls = {}
             for kind, scheme, suffix in (("grpc", "grpc", ""), ("metrics", "http", "/metrics")):
                 host, port = flags.get(f"--{kind}-address", http_host), flags.get(f"--{kind}-port")
-                urls[kind] = f"{scheme}://{host}:{port}{suffix}" if port and _listens_on(child, host, port) else None
+                served = port and _listens_on(listening, host, port)
+                urls[kind] = f"{scheme}://{host}:{port}{suffix}" if served else None
             return ServerInfo(f"http://{http_host}:{flags['--http-port']}", urls["grpc"], urls["metrics"])
     return None
 

@@ -171,16 +171,21 @@ def lock_down(box: Box, folder: Path) -> list[str]:
     return removed
 
 
-def box_processes(box: Box) -> list[psutil.Process]:
+def _processes_of(uids: set[int]) -> list[psutil.Process]:
+    """Live processes whose real or effective uid is in ``uids``."""
     procs = []
-    # the checker's user too: learner functions run in its workers, and what they start must not outlive it
-    uids = {u for u in (box.uid, box.checker_uid) if u is not None}
     for proc in psutil.process_iter(["uids", "status"]):
         with contextlib.suppress(psutil.Error):
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue  # already dead: waiting on it would spend the whole timeout where no one reaps it
             if proc.info["uids"] and uids & {proc.info["uids"].real, proc.info["uids"].effective}:
                 procs.append(proc)
+    return procs
+
+
+def box_processes(box: Box) -> list[psutil.Process]:
+    # the checker's user too: learner functions run in its workers, and what they start must not outlive it
+    procs = _processes_of({u for u in (box.uid, box.checker_uid) if u is not None})
     if box.cgroup is not None:
         # cgroup.procs: process ids only (v1's "tasks" lists thread ids, which psutil cannot wait on)
         with contextlib.suppress(OSError, ValueError):
@@ -195,12 +200,10 @@ def clear_checker(box: Box) -> int:
     function started in an earlier check could otherwise watch the next checker before it makes itself undumpable."""
     if box.checker_uid is None:
         return 0
-    procs = []
-    for proc in psutil.process_iter(["uids"]):
+    procs = _processes_of({box.checker_uid})
+    for proc in procs:
         with contextlib.suppress(psutil.Error):
-            if proc.info["uids"] and box.checker_uid in (proc.info["uids"].real, proc.info["uids"].effective):
-                proc.send_signal(signal.SIGKILL)
-                procs.append(proc)
+            proc.send_signal(signal.SIGKILL)
     wait_procs_gone(procs, timeout=2)
     return len(procs)
 

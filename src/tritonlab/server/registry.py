@@ -108,15 +108,18 @@ def stray_tritonservers() -> list[psutil.Process]:
     return strays
 
 
-def stop(record: ServerRecord, grace: float = 10.0) -> bool:
-    stopped = False
+def stop(record: ServerRecord, grace: float = 10.0) -> bool | None:
+    """Stop the server and drop its record: True if it was running. None for a container whose engine cannot be
+    reached: its record is kept, so a later stop can remove it once the engine is back."""
+    stopped: bool | None = False
     if record.pid is not None:
         stopped = stop_process_tree(record.pid, record.create_time, grace)
     elif record.backend == "docker":
         from tritonlab.container import engine
 
         stopped = engine.remove_by_id(record.extra["container"], record.extra.get("docker_host"), grace=2.0)
-    record.remove()
+    if stopped is not None:
+        record.remove()
     return stopped
 
 
@@ -167,10 +170,9 @@ def down(
     for record in records():
         if not (everything or record.detached or record.orphaned):
             skipped.append(record)
-        elif record.backend == "docker" and record.pid is None and _container_exists(record) is None:
+        elif stop(record, grace) is None:
             unreachable.append(record)
         else:
-            stop(record, grace)
             stopped.append(record)
     strays = 0
     if everything:
