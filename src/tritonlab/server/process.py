@@ -106,11 +106,12 @@ def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool
 
 def wait_procs_gone(procs: list[psutil.Process], timeout: float) -> None:
     """``psutil.wait_procs`` that survives its own race: psutil 7.2 lets an OSError from ``pidfd_open`` through
-    (ENOENT for a thread id, seen when a grading box closed while a Triton was still ending its threads)."""
+    (ENOENT for a live thread id, seen when a grading box closed while a Triton was still ending its threads), or a
+    NoSuchProcess when that thread is gone by the time psutil looks again (seen once in CI)."""
     deadline = time.monotonic() + timeout
     try:
         psutil.wait_procs(procs, timeout=timeout)
-    except OSError:
+    except (OSError, psutil.Error):
         while time.monotonic() < deadline and any(_running(p) for p in procs):
             time.sleep(0.05)
 
