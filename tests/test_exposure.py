@@ -19,6 +19,14 @@ import pytest
 from conftest import REPO_ROOT, jupyterlab, wait_for
 
 
+def command_line(proc: psutil.Process) -> str:
+    """The command line; empty for a process that ended between the listing and the look (Jupyter starts helpers)."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def is_loopback(ip: str) -> bool:
     """127.0.0.0/8 or ::1, including an IPv6 socket bound to the v4-mapped ::ffff:127.0.0.1."""
     address = ipaddress.ip_address(ip)
@@ -109,7 +117,7 @@ def test_jupyterlab_and_its_kernels_listen_on_loopback_only_and_require_the_toke
                           if c.status == psutil.CONN_LISTEN and c.laddr.port == port)  # fmt: skip
         try:
             kernels = lambda: [p for p in psutil.Process(server_pid).children(recursive=True)  # noqa: E731
-                               if "ipykernel" in " ".join(p.cmdline())]  # fmt: skip
+                               if "ipykernel" in command_line(p)]  # fmt: skip
             assert wait_for(lambda: kernels() and len(listening(kernels()[0].pid)) >= 5, timeout=60)
             sockets = assert_loopback_only(server_pid, {port}, "jupyterlab and its kernel")
             assert len(sockets) >= 6  # the server's port and the kernel's shell, iopub, stdin, control, heartbeat

@@ -5,6 +5,7 @@ verdicts."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -44,9 +45,10 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     found = set()
     for proc in procs:
-        for conn in proc.net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN:
-                found.add((conn.laddr.ip, conn.laddr.port))
+        with contextlib.suppress(psutil.NoSuchProcess):  # a stub ending meanwhile listens on nothing
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
     return found
 
 

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from tritonlab.server.process import wait_procs_gone
+from tritonlab.server.process import same_process, stop_process_tree, wait_procs_gone
 
 THREADED = """import threading, time
 for _ in range(4):
@@ -67,6 +67,25 @@ def test_a_thread_that_vanishes_mid_wait_is_taken_as_gone(monkeypatch: pytest.Mo
         started = time.monotonic()
         wait_procs_gone([target], timeout=10)
         assert time.monotonic() - started < 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stopping_a_process_that_ends_while_its_children_are_listed(monkeypatch: pytest.MonkeyPatch):
+    # A server that is not our child (an orphan `down` stops) can end and be reaped between the lookup and the
+    # listing of its children; psutil's raise is replayed there, the stop still ends the real process.
+    proc = subprocess.Popen([sys.executable, "-c", THREADED], start_new_session=True)
+    try:
+
+        def vanished(self: psutil.Process, recursive: bool = False) -> list[psutil.Process]:
+            raise psutil.NoSuchProcess(self.pid)
+
+        monkeypatch.setattr(psutil.Process, "children", vanished)
+        created = psutil.Process(proc.pid).create_time()
+        assert stop_process_tree(proc.pid, created, grace=2) is True
+        proc.wait(timeout=5)  # (psutil may have reaped it already)
+        assert same_process(proc.pid, created) is None
     finally:
         proc.kill()
         proc.wait()

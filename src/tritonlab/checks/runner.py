@@ -99,19 +99,23 @@ def server_of_process(pid: int) -> ServerInfo | None:
     Evidence the kernel cannot fake from Python: its tritonserver child processes and their command lines;
     else the tritonlab registry entries it owns (servers that are not child processes, e.g. containers).
     """
+    servers: list[tuple[float, list[str]]] = []
     with contextlib.suppress(psutil.Error):
-        children = [c for c in psutil.Process(pid).children(recursive=True) if c.name() == "tritonserver"]
-        for child in sorted(children, key=lambda c: c.create_time(), reverse=True):
-            args = dict(a.split("=", 1) for a in child.cmdline()[1:] if a.startswith("--") and "=" in a)
-            if "--http-port" in args:
-                host = args.get("--http-address", "127.0.0.1")
-                return ServerInfo(
-                    http_url=f"http://{host}:{args['--http-port']}",
-                    grpc_url=f"grpc://{args.get('--grpc-address', host)}:{args['--grpc-port']}"
-                    if "--grpc-port" in args else None,
-                    metrics_url=f"http://{args.get('--metrics-address', host)}:{args['--metrics-port']}/metrics"
-                    if "--metrics-port" in args else None,
-                )  # fmt: skip
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # one short-lived child ending must not hide the others
+                if child.name() == "tritonserver":
+                    servers.append((child.create_time(), child.cmdline()))
+    for _, cmdline in sorted(servers, reverse=True):
+        args = dict(a.split("=", 1) for a in cmdline[1:] if a.startswith("--") and "=" in a)
+        if "--http-port" in args:
+            host = args.get("--http-address", "127.0.0.1")
+            return ServerInfo(
+                http_url=f"http://{host}:{args['--http-port']}",
+                grpc_url=f"grpc://{args.get('--grpc-address', host)}:{args['--grpc-port']}"
+                if "--grpc-port" in args else None,
+                metrics_url=f"http://{args.get('--metrics-address', host)}:{args['--metrics-port']}/metrics"
+                if "--metrics-port" in args else None,
+            )  # fmt: skip
     from tritonlab.server import registry
 
     owned = [r for r in registry.records() if r.owner_pid == pid]

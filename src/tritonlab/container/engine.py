@@ -99,7 +99,8 @@ def owner_labels(owner_pid: int | None, owner_created: float | None) -> dict[str
 def own_containers(client: docker.DockerClient, *, any_cache: bool = False) -> list[Any]:
     """tritonlab's containers on this engine (running or not) started with this cache dir (or any)."""
     filters = {"label": [LABEL] if any_cache else [LABEL, f"{LABEL_CACHE}={cache_dir()}"]}
-    return client.containers.list(all=True, filters=filters)
+    # ignore_removed: a reaper may remove a container between docker-py's list and its per-container inspect
+    return client.containers.list(all=True, filters=filters, ignore_removed=True)
 
 
 def stop(container: Any, grace: float = 2.0) -> None:

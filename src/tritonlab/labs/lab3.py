@@ -11,6 +11,7 @@ The same model.pt serves two ways: in a Triton container through the real ``pyto
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 from collections.abc import Iterable, Sequence
@@ -510,8 +511,11 @@ def memory_report(server: Server, model: str = CLASSIFIER) -> dict[str, Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
     instances: dict[str, int] = {}
+    children: list[psutil.Process] = []
     if server.pid is not None:
-        for child in psutil.Process(server.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a server that has died has no instances to report
+            children = psutil.Process(server.pid).children(recursive=True)
+        for child in children:
             try:
                 cmdline = child.cmdline()
                 rss = child.memory_info().rss

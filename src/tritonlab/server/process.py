@@ -82,14 +82,15 @@ def stop_process_tree(pid: int, create_time: float | None, grace: float) -> bool
     proc = same_process(pid, create_time)
     if proc is None:
         return False
-    with contextlib.suppress(psutil.Error):
+    children: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):  # a process that is not our child can end (and be reaped) meanwhile
         children = proc.children(recursive=True)
     with contextlib.suppress(psutil.Error):
         proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     if children:
         wait_procs_gone(children, timeout=grace)
-    while time.monotonic() < deadline and proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+    while time.monotonic() < deadline and _running(proc):
         if children and not any(c.is_running() for c in children):
             break
         time.sleep(0.05)
