@@ -10,6 +10,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +279,44 @@ def test_a_path_without_the_system_folders_still_starts_python_models(example_re
         a, b = np.arange(4, dtype=np.float32).reshape(1, 4), np.ones((1, 4), dtype=np.float32)
         result = server.http_client().infer("add_sub", add_sub_inputs(httpclient, a, b))
         assert np.allclose(result.as_numpy("OUTPUT0"), a + b)
+
+
+SLOW_MODEL_PY = """
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        pb_utils.Logger.log_info("add_sub: executing a slow request")
+        time.sleep(0.5)
+        return [pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()),
+            pb_utils.Tensor("OUTPUT1", pb_utils.get_input_tensor_by_name(r, "INPUT1").as_numpy()),
+        ]) for r in requests]
+"""
+
+
+def test_stop_lets_a_request_in_flight_finish(example_repo, backend):
+    # Within the docker backend's 1 s between SIGTERM and SIGKILL. (Triton's own shutdown log is no signal to stop
+    # earlier: it reports 0 inferences in flight while a python model executes, the backend having released them.)
+    (example_repo / "add_sub" / "1" / "model.py").write_text(SLOW_MODEL_PY)
+    a = np.full((1, 4), 3, dtype=np.float32)
+    answer: dict[str, object] = {}
+    with start_server(example_repo) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+
+        def infer() -> None:
+            try:
+                answer["result"] = client.infer("add_sub", add_sub_inputs(grpcclient, a, a), client_timeout=30)
+            except Exception as e:  # the assertion below shows it
+                answer["error"] = e
+
+        request = threading.Thread(target=infer)
+        request.start()
+        assert wait_for(lambda: "executing a slow request" in server.logs(), timeout=10)
+        server.stop()
+    request.join(timeout=30)
+    assert "error" not in answer, answer
+    assert np.array_equal(answer["result"].as_numpy("OUTPUT0"), a)

@@ -79,6 +79,9 @@ class ImageSpec:
             f" && cp {SERVER_DIR}/python_backend_stubs/{self.python}/triton_python_backend_stub"
             f" {SERVER_DIR}/backends/python/ \\",
             f" && rm -rf {SERVER_DIR}/python_backend_stubs {site}/pytriton /tmp/wheels /root/.cache \\",
+            # Bytecode made once here: every container starts from the image, and a python model's stub compiled
+            # numpy and the backend utils afresh on each start (~0.35 s).
+            f" && {VENV}/bin/python -m compileall -q -j 0 {site} {SERVER_DIR}/backends/python \\",
             f" && ln -s {SERVER_DIR}/bin/tritonserver /usr/local/bin/tritonserver",
             # The stub finds its Python through the first python3 on PATH; the server's libraries sit in the wheel.
             f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
