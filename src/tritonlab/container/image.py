@@ -168,9 +168,17 @@ def _build_base(client: Any, spec: ImageSpec, say: Say) -> Any:
     try:
         rootfs = work / "rootfs"
         say(f"debootstrap {spec.suite} (minbase + {', '.join(spec.packages)}) from {spec.mirror}")
-        cmd = [debootstrap, "--variant=minbase", f"--include={','.join(spec.packages)}", spec.suite, str(rootfs),
-               spec.mirror]  # fmt: skip
-        _run_with_progress(cmd, f"debootstrap {spec.suite}", expected_lines=_DEBOOTSTRAP_LINES)
+        # Two stages, so that dpkg may skip its fsync per file while it installs into a rootfs that is thrown away
+        # on any failure (mmdebstrap's default): 66 -> 53 s here. The setting is removed before the import.
+        cmd = [debootstrap, "--foreign", "--variant=minbase", f"--include={','.join(spec.packages)}", spec.suite,
+               str(rootfs), spec.mirror]  # fmt: skip
+        _run_with_progress(cmd, f"debootstrap {spec.suite} (download)", expected_lines=_DEBOOTSTRAP_LINES[0])
+        unsafe_io = rootfs / "etc" / "dpkg" / "dpkg.cfg.d" / "tritonlab-unsafe-io"
+        unsafe_io.parent.mkdir(parents=True, exist_ok=True)
+        unsafe_io.write_text("force-unsafe-io\n")
+        cmd = ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"]
+        _run_with_progress(cmd, f"debootstrap {spec.suite} (install)", expected_lines=_DEBOOTSTRAP_LINES[1])
+        unsafe_io.unlink()
         # Apt's package lists and caches are not needed in an image: smaller import, same result.
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / junk).glob("*"):
@@ -186,7 +194,7 @@ def _build_base(client: Any, spec: ImageSpec, say: Say) -> Any:
         shutil.rmtree(work, ignore_errors=True)
 
 
-_DEBOOTSTRAP_LINES = 580  # about how many lines a minbase + python3 debootstrap prints (progress bar total)
+_DEBOOTSTRAP_LINES = (335, 237)  # about how many lines each stage of a minbase + python3 debootstrap prints
 
 
 def _run_with_progress(cmd: list[str], desc: str, expected_lines: int) -> None:
