@@ -423,8 +423,8 @@ def aggregate(results_dir: Path, steps: dict[str, dict[str, Any]], mach: dict[st
                 if ran and ran["status"] != "ok":
                     raise NotMeasured(f"step '{step}' {ran['status']} (exit {ran.get('exit')}); see {ran.get('log')}")
                 data = load(path)
-                if not ran and data.get("command"):
-                    meta["command"] = data["command"]  # a file from an earlier run says what wrote it
+                if data.get("command"):
+                    meta["command"] = data["command"]  # what wrote the file (it may be re-measured on its own)
                 if data.get("date"):
                     meta["date"] = data["date"]
                 elif not ran:  # a file from an earlier run: the commit that wrote it dates it
