@@ -183,7 +183,7 @@ def main() -> None:
     print(f"build ({args.device}): cold {cold.seconds:.1f} s, cache hit {hit.seconds * 1e3:.1f} ms, key {cold.key}")
     engine_device = json.loads((cold.engine_dir / "config.json").read_text())["device"]
     refusal = refused_elsewhere(cold.engine_dir, args.device)
-    print(f"loading it on {refusal['loaded_on']}: {refusal['error'] or 'NOT refused'}")
+    print(f"loading it on {refusal['loaded_on']}: {refusal.get('skipped') or refusal['error']}")  # else it exited
 
     from tritonlab.labs.lab5 import PROMPTS, mixed_requests
 

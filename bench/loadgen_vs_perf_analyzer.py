@@ -137,6 +137,8 @@ def main() -> None:
 
     results = {
         "what": "builtin load generator vs perf_analyzer 2.51.0, interleaved, medians of repetitions",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "model": args.model,
         "repository": str(args.repository or "shipped example"),
