@@ -32,7 +32,7 @@ from tritonlab.errors import TritonLabError
 from tritonlab.paths import cache_dir
 
 ENGINE_FILE = runtime.ENGINE_FILE  # one name for the writer and the loader
-ENGINE_VERSION = "tritonlab-embedded-engine-1"
+ENGINE_VERSION = runtime.ENGINE_VERSION
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,19 @@ def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any
     # as a constraint violation; a DYNAMIC dimension still fails the export if it would be specialized to a constant.
     batch = Dim.DYNAMIC(min=1, max=limits.max_batch_size)
     tokens = Dim.DYNAMIC(min=1, max=limits.max_input_len)
-    # Example sizes above 1 so export does not specialize batch or tokens to a constant.
+    window = Dim.DYNAMIC(min=1, max=limits.max_seq_len)  # the cached positions a step reads (network.py)
+    # Example sizes above 1 (and all different) so export specializes none of them to a constant or to another.
     example = (
         torch.ones(2, 3, dtype=torch.int64, device=device),
         torch.zeros(2, dtype=torch.int64, device=device),
         torch.arange(2, dtype=torch.int64, device=device),
         k_cache,
         v_cache,
+        torch.arange(5, dtype=torch.int64, device=device),
     )
     with torch.no_grad():
         program = torch.export.export(
-            module, example, dynamic_shapes=({0: batch, 1: tokens}, {0: batch}, {0: batch}, None, None)
+            module, example, dynamic_shapes=({0: batch, 1: tokens}, {0: batch}, {0: batch}, None, None, {0: window})
         )
     advance(f"AOTInductor compile ({'kernels for this GPU' if device.startswith('cuda') else 'C++ for this CPU'})")
     with torch.no_grad():

@@ -11,6 +11,12 @@ One step function serves both phases of generation:
 The step reads the cache (gathering the batch's slots) and returns the keys/values of the new tokens; the caller
 writes them into the slots. Keeping the cache write outside the compiled graph keeps the graph free of input
 mutation, and the write is a cheap ``index_put``.
+
+``cache_window`` ([L] int64, ``arange(L)``) is the positions attention reads: ``L`` is the longest sequence of the
+batch after this step, so a step reads what the batch has cached and no more, as TensorRT-LLM's attention kernels
+read only a sequence's valid KV length. Its *size* is a dynamic dimension of the compiled graph; without it every
+step would attend over all ``max_seq_len`` positions and pay for empty cache rows (on a CPU, three quarters of a
+decode step at max_seq_len=320).
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from torch import nn
 
 
 class EngineDecoder(nn.Module):
-    """``forward(input_ids, start_pos, slots, k_cache, v_cache) -> (logits, new_k, new_v)``.
+    """``forward(input_ids, start_pos, slots, k_cache, v_cache, cache_window) -> (logits, new_k, new_v)``.
 
     Shapes: ``input_ids`` [B, T] int64; ``start_pos``, ``slots`` [B] int64; caches [layers, slots, kv_heads,
-    max_seq_len, head_size]; ``logits`` [B, T, vocab] float32; ``new_k``/``new_v`` [layers, B, kv_heads, T, head_size].
+    max_seq_len, head_size]; ``cache_window`` [L] int64 (``arange(L)``, L >= every ``start_pos + T``); ``logits``
+    [B, T, vocab] float32; ``new_k``/``new_v`` [layers, B, kv_heads, T, head_size].
     """
 
     def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor]):
@@ -71,9 +78,10 @@ class EngineDecoder(nn.Module):
         slots: torch.Tensor,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
+        cache_window: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, steps = input_ids.shape
-        max_seq = k_cache.shape[3]
+        window = cache_window.shape[0]
         offsets = torch.arange(steps, device=input_ids.device)
         positions = start_pos[:, None] + offsets[None, :]  # [B, T]
         freqs = positions[..., None].float() * self.inv_freq  # [B, T, D/2]
@@ -81,8 +89,7 @@ class EngineDecoder(nn.Module):
         cos, sin = emb.cos(), emb.sin()
         # Query t of sequence b sees every position up to its own (start_pos + t): the cache below start_pos
         # and the new tokens up to itself (causal).
-        keys_at = torch.arange(max_seq, device=input_ids.device)
-        visible = (keys_at[None, None, :] <= positions[:, :, None])[:, None, None]  # [B, 1, 1, T, S]
+        visible = (cache_window[None, None, :] <= positions[:, :, None])[:, None, None]  # [B, 1, 1, T, L]
         scatter_at = positions[:, None, :, None].expand(batch, self.kv_heads, steps, self.head_size)
         groups = self.heads // self.kv_heads
         q_size, kv_size = self.heads * self.head_size, self.kv_heads * self.head_size
@@ -100,16 +107,17 @@ class EngineDecoder(nn.Module):
             v = v.reshape(batch, steps, self.kv_heads, self.head_size).transpose(1, 2).contiguous()
             new_keys.append(k)
             new_values.append(v)
-            # The new keys/values go into a copy of the batch's cache rows at their positions, so attention runs
-            # over a fixed max_seq_len axis (a static shape the compiler can tile), masked by position.
-            keys = k_cache[i][slots].scatter(2, scatter_at, k).float()  # [B, kv_heads, S, D]
-            values = v_cache[i][slots].scatter(2, scatter_at, v).float()
-            # Grouped-query attention by broadcasting: the query heads sharing one key/value head
-            # ([B, kv_heads, groups, T, D]) meet that head's keys ([B, kv_heads, 1, S, D]), never repeated in memory.
-            qg = q.reshape(batch, self.kv_heads, groups, steps, self.head_size).float() * (self.head_size**-0.5)
-            scores = qg @ keys[:, :, None].transpose(-1, -2)  # [B, kv_heads, groups, T, S]
+            # The new keys/values go into a copy of the batch's cache rows (their first L positions) at their
+            # positions; attention runs over those L positions, masked by position.
+            keys = k_cache[i][slots][:, :, :window].scatter(2, scatter_at, k).float()  # [B, kv_heads, L, D]
+            values = v_cache[i][slots][:, :, :window].scatter(2, scatter_at, v).float()
+            # Grouped-query attention: the query heads sharing one key/value head are stacked along the query axis
+            # ([B, kv_heads, groups * T, D]) and meet that head's keys once: no key/value head is repeated in memory.
+            qg = q.reshape(batch, self.kv_heads, groups * steps, self.head_size).float() * (self.head_size**-0.5)
+            scores = (qg @ keys.transpose(-1, -2)).reshape(batch, self.kv_heads, groups, steps, window)
             probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
-            attn = (probs @ values[:, :, None]).to(self.dtype).reshape(batch, self.heads, steps, self.head_size)
+            attn = probs.reshape(batch, self.kv_heads, groups * steps, window) @ values  # [B, kv_heads, groups*T, D]
+            attn = attn.to(self.dtype).reshape(batch, self.heads, steps, self.head_size)
             attn = attn.transpose(1, 2).reshape(batch, steps, q_size)
             x = x + self._linear(attn, p + "attention.dense")
             h = self._norm(x, p + "post_layernorm.weight")
@@ -135,9 +143,9 @@ def _buffer_name(name: str) -> str:
 
 def full_logits(module: EngineDecoder, input_ids: torch.Tensor, max_seq_len: int = 8) -> torch.Tensor:
     """Logits of every position of ``input_ids`` [B, T] with an empty cache (the conversion round-trip check)."""
-    batch = input_ids.shape[0]
+    batch, steps = input_ids.shape
     k_cache, v_cache = module.empty_cache(batch, max_seq_len)
     zeros = torch.zeros(batch, dtype=torch.int64)
     with torch.no_grad():
-        logits, _, _ = module(input_ids, zeros, torch.arange(batch), k_cache, v_cache)
+        logits, _, _ = module(input_ids, zeros, torch.arange(batch), k_cache, v_cache, torch.arange(steps))
     return logits

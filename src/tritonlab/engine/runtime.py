@@ -12,7 +12,7 @@ Each running sequence owns one *slot* of a cache preallocated when the engine lo
 
 A step computes keys and values only for its new tokens and writes them at the sequence's next positions; every
 earlier token's keys/values are read back instead of recomputed, so a decode step costs one token of compute per
-sequence (plus reading its cache). Preallocating ``max_seq_len`` positions per slot means a request that fits the
+sequence (plus reading its cache, up to the longest sequence of the batch: never the empty rows). Preallocating ``max_seq_len`` positions per slot means a request that fits the
 build limits can never run out of cache mid-generation, at the price of reserving memory for the longest possible
 sequence (paged KV caches, as in TensorRT-LLM and vLLM, hand out fixed-size blocks on demand instead). Memory::
 
@@ -51,6 +51,9 @@ from typing import Any
 import torch
 
 ENGINE_FILE = "rank0.pt2"
+# The compiled step's interface (network.py); an engine built for another one must be built again. 2: the step
+# takes the cache window (attention reads only the cached positions).
+ENGINE_VERSION = "tritonlab-embedded-engine-2"
 STRATEGIES = {"inflight": "inflight", "inflight_fused_batching": "inflight", "static": "static", "V1": "static"}
 
 
@@ -162,6 +165,7 @@ class Engine:
         shape = (self.layers, self.max_batch_size, self.kv_heads, self.max_seq_len, self.head_size)
         self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self._windows: dict[int, torch.Tensor] = {}  # arange(L) per window size, made once
 
     @classmethod
     def load(cls, engine_dir: str, *, num_threads: int | None = None, device: str | None = None) -> Engine:
@@ -169,6 +173,12 @@ class Engine:
         this machine has one, else ``cpu``); EngineMismatchError if the engine was built for another device."""
         with open(os.path.join(engine_dir, "config.json")) as f:
             config = json.load(f)
+        if config.get("version") != ENGINE_VERSION:
+            raise EngineMismatchError(
+                f"this engine was built by another version of tritonlab (engine format {config.get('version')!r}, "
+                f"this runtime loads {ENGINE_VERSION!r})",
+                fix="build the engine again from the converted checkpoint (build_engine)",
+            )
         built = config["device"]
         wants_gpu = built.get("device_class") == "cuda" and torch.cuda.is_available()
         device = device or ("cuda" if wants_gpu else "cpu")
@@ -208,9 +218,15 @@ class Engine:
                 f"{self.max_seq_len - prompt_len} tokens or rebuild with a larger max_seq_len"
             )
 
-    def step(self, input_ids: torch.Tensor, start_pos: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Run the compiled step, store the new tokens' keys/values in their slots, return logits [B, T, vocab]."""
-        logits, new_k, new_v = self._step(input_ids, start_pos, slots, self.k_cache, self.v_cache)
+    def step(self, input_ids: torch.Tensor, start_pos: torch.Tensor, slots: torch.Tensor, window: int) -> torch.Tensor:
+        """Run the compiled step, store the new tokens' keys/values in their slots, return logits [B, T, vocab].
+
+        ``window``: the longest sequence of the batch after this step (attention reads that many cached positions;
+        a Python int, so no GPU sync is needed to know it)."""
+        if window not in self._windows:
+            self._windows[window] = torch.arange(window, dtype=torch.int64, device=self.device)
+        logits, new_k, new_v = self._step(input_ids, start_pos, slots, self.k_cache, self.v_cache,
+                                          self._windows[window])  # fmt: skip
         steps = input_ids.shape[1]
         positions = start_pos[:, None] + torch.arange(steps, device=self.device)[None, :]  # [B, T]
         where = (slice(None), slots[:, None].expand_as(positions), slice(None), positions)
@@ -229,7 +245,7 @@ class Engine:
         ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts], dtype=torch.int64, device=self.device)
         zero = torch.zeros(len(prompts), dtype=torch.int64, device=self.device)
         where = torch.tensor(slots, dtype=torch.int64, device=self.device)
-        logits = self.step(ids, zero, where)
+        logits = self.step(ids, zero, where, width)
         last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
         return logits[torch.arange(len(prompts), device=self.device), last].argmax(dim=-1).tolist()
 
@@ -238,7 +254,7 @@ class Engine:
         ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)[:, None]
         start = torch.tensor(lengths, dtype=torch.int64, device=self.device)
         where = torch.tensor(slots, dtype=torch.int64, device=self.device)
-        return self.step(ids, start, where)[:, -1].argmax(dim=-1).tolist()
+        return self.step(ids, start, where, max(lengths) + 1)[:, -1].argmax(dim=-1).tolist()
 
     def generate(self, prompt: list[int], max_tokens: int, slot: int = 0) -> list[int]:
         """Greedy generation of one sequence, in this process (the reference the served tokens are checked with)."""
