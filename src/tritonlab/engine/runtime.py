@@ -12,9 +12,10 @@ Each running sequence owns one *slot* of a cache preallocated when the engine lo
 
 A step computes keys and values only for its new tokens and writes them at the sequence's next positions; every
 earlier token's keys/values are read back instead of recomputed, so a decode step costs one token of compute per
-sequence (plus reading its cache, up to the longest sequence of the batch: never the empty rows). Preallocating ``max_seq_len`` positions per slot means a request that fits the
-build limits can never run out of cache mid-generation, at the price of reserving memory for the longest possible
-sequence (paged KV caches, as in TensorRT-LLM and vLLM, hand out fixed-size blocks on demand instead). Memory::
+sequence (plus reading its cache, up to the longest sequence of the batch: never the empty rows). Preallocating
+``max_seq_len`` positions per slot means a request that fits the build limits can never run out of cache
+mid-generation, at the price of reserving memory for the longest possible sequence (paged KV caches, as in
+TensorRT-LLM and vLLM, hand out fixed-size blocks on demand instead). Memory::
 
     bytes per token = 2 (K and V) x layers x kv_heads x head_size x bytes per element
     total           = bytes per token x max_seq_len x max_batch_size
