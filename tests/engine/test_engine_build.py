@@ -3,9 +3,11 @@ refusal elsewhere, the content-hash cache, and the compiled engine generating wh
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
+import threading
 import time
 import zipfile
 
@@ -42,6 +44,69 @@ def test_compiled_engine_generates_like_transformers(engine_dir, llama_dir):
     reference = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None)
     engine = load_engine(engine_dir, num_threads=1)
     assert engine.generate(prompt, 24, slot=2) == reference[0, len(prompt) :].tolist()
+
+
+def test_cpu_step_computes_what_the_package_loader_computes(engine_dir):
+    engine = load_engine(engine_dir, num_threads=1)
+    assert isinstance(engine._step, runtime.CpuStep)
+    loader = torch._inductor.aoti_load_package(str(engine_dir / ENGINE_FILE))
+    torch.manual_seed(0)
+    engine.k_cache.normal_()
+    engine.v_cache.normal_()
+    ids, start, slots = torch.randint(0, 100, (3, 1)), torch.tensor([7, 40, 99]), torch.tensor([2, 0, 3])
+    window = torch.arange(100)
+    with torch.inference_mode():
+        ours = engine._step(ids, start, slots, engine.k_cache, engine.v_cache, window)
+        theirs = loader(ids, start, slots, engine.k_cache, engine.v_cache, window)
+    assert len(ours) == len(theirs) == 3
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+
+
+def _longest_pause_of_a_python_thread(run_steps) -> tuple[float, float]:
+    """(longest gap between two iterations of a spinning Python thread, seconds per step) while run_steps runs."""
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    time.sleep(0.05)
+    begin = time.perf_counter()
+    steps = run_steps()
+    end = time.perf_counter()
+    stop.set()
+    spinner.join()
+    during = [t for t in ticks if begin <= t <= end]
+    gaps = [b - a for a, b in itertools.pairwise([begin, *during, end])]
+    return max(gaps), (end - begin) / steps
+
+
+def test_cpu_step_lets_other_python_threads_run(engine_dir):
+    """The Triton model sends the previous step's tokens from another thread while a step computes: that thread must
+    get the GIL during the step. With the package loader's binding it cannot (the control that shows this test can
+    fail), with CpuStep it can."""
+    engine = load_engine(engine_dir, num_threads=1)
+    loader = torch._inductor.aoti_load_package(str(engine_dir / ENGINE_FILE))
+    args = (torch.zeros(4, 1, dtype=torch.int64), torch.full((4,), 254), torch.arange(4), engine.k_cache,
+            engine.v_cache, torch.arange(256))  # fmt: skip
+
+    def steps_with(step):
+        def run() -> int:
+            with torch.inference_mode():
+                for _ in range(20):
+                    step(*args)
+            return 20
+
+        return run
+
+    blocked_gap, blocked_step = _longest_pause_of_a_python_thread(steps_with(loader))
+    free_gap, free_step = _longest_pause_of_a_python_thread(steps_with(engine._step))
+    assert blocked_gap >= 0.8 * blocked_step, (blocked_gap, blocked_step)  # the loader holds the GIL: the control
+    assert free_gap < 0.5 * free_step, (free_gap, free_step)
 
 
 def test_cache_hit_is_near_instant(checkpoint_dir, engine_build, tmp_path):

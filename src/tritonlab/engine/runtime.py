@@ -130,7 +130,7 @@ def check_device(built: dict[str, Any], here: dict[str, Any]) -> None:
 
 
 def _libstdcxx_global() -> None:
-    """Make the C++ runtime torch already loaded visible to the CUDA package's wrapper library.
+    """Make the C++ runtime torch already loaded visible to a compiled engine's wrapper library (CUDA package, CpuStep).
 
     Python loads torch's libraries (and with them libstdc++) with RTLD_LOCAL. Seen on the H200 (torch 2.11, CUDA
     13, GCC 13): the AOTInductor CUDA wrapper then crashed (SIGSEGV inside std::regex while parsing its device string)
@@ -141,6 +141,75 @@ def _libstdcxx_global() -> None:
 
     with contextlib.suppress(OSError):  # not loaded, or not Linux: nothing to promote
         ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+
+
+# ---------------------------------------------------------------------------------------------- the compiled step
+
+
+class CpuStep:
+    """The compiled CPU step called through the C entry points of its shared library, which releases the GIL while
+    the step runs (ctypes does). The package loader's Python binding holds the GIL for the whole step: the thread
+    that sends the tokens of the previous step (the Triton model's sender) could not run beside it, and every token's
+    send would wait for the step to end. Same library, same kernels, same outputs (tested against the loader)."""
+
+    def __init__(self, package: str):
+        import ctypes
+        import shutil
+        import tempfile
+        import weakref
+        import zipfile
+
+        with zipfile.ZipFile(package) as archive:
+            libraries = [n for n in archive.namelist() if n.endswith(".so") and "/aotinductor/" in n]
+            if len(libraries) != 1:
+                raise EngineMismatchError(
+                    f"{package}: expected one compiled library in the package, found {len(libraries)}",
+                    fix="build the engine again (build_engine)",
+                )
+            # The library's whole folder, kept while the step lives: some torch versions map the weights from the
+            # library file itself or from files beside it.
+            folder = libraries[0].rsplit("/", 1)[0] + "/"
+            self._dir = tempfile.mkdtemp(prefix="tritonlab-engine-")
+            weakref.finalize(self, shutil.rmtree, self._dir, True)
+            for name in archive.namelist():
+                if name.startswith(folder) and not name.endswith("/"):
+                    archive.extract(name, self._dir)
+        _libstdcxx_global()  # the same std::regex crash as the CUDA wrapper's, on the H200's torch 2.11
+        self._lib = ctypes.CDLL(os.path.join(self._dir, libraries[0]))
+        self._ct = ctypes
+        self._handle = ctypes.c_void_p()
+        self._check(self._lib.AOTInductorModelContainerCreateWithDevice(
+            ctypes.byref(self._handle), ctypes.c_size_t(1), b"cpu", None))  # fmt: skip
+        count = ctypes.c_size_t()
+        self._check(self._lib.AOTInductorModelContainerGetNumOutputs(self._handle, ctypes.byref(count)))
+        self._outputs = count.value
+        # Private prototypes (setting restype on ctypes.pythonapi's own functions would change them for everyone).
+        self._pointer_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", ctypes.pythonapi)
+        )
+        self._capsule_of = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+            ("PyCapsule_New", ctypes.pythonapi)
+        )
+
+    def _check(self, code: int) -> None:
+        if code != 0:
+            raise RuntimeError(f"the compiled engine step failed (AOTInductor error {code}); see the log above")
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        ct, aoti = self._ct, torch._C._aoti
+        # New tensor handles the library takes ownership of (it frees them); the outputs' handles become ours.
+        handles = [self._pointer_of(h, None) for h in aoti.unsafe_alloc_void_ptrs_from_tensors(list(inputs))]
+        outputs = (ct.c_void_p * self._outputs)()
+        self._check(self._lib.AOTInductorModelContainerRun(
+            self._handle, (ct.c_void_p * len(handles))(*handles), ct.c_size_t(len(handles)), outputs,
+            ct.c_size_t(self._outputs), None, None))  # fmt: skip
+        return aoti.alloc_tensors_by_stealing_from_void_ptrs([self._capsule_of(h, None, None) for h in outputs])
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._handle:
+                self._lib.AOTInductorModelContainerDelete(self._handle)
+                self._handle = self._ct.c_void_p()
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -190,7 +259,8 @@ class Engine:
         if index >= 0:
             torch.cuda.set_device(index)
             _libstdcxx_global()
-        step = torch._inductor.aoti_load_package(os.path.join(engine_dir, ENGINE_FILE), device_index=index)
+        package = os.path.join(engine_dir, ENGINE_FILE)
+        step = CpuStep(package) if index < 0 else torch._inductor.aoti_load_package(package, device_index=index)
         return cls(config, step, device if index < 0 else f"cuda:{index}")
 
     @property
