@@ -180,7 +180,9 @@ def test_logs_available_during_and_after_the_run(example_repo):
         assert "Started GRPCInferenceService" in server.logs()
         assert server.logs(tail=1).count("\n") == 0
         log_file = Path(server.log_path)
-        assert wait_for(lambda: "Started GRPCInferenceService" in log_file.read_text(), timeout=10)  # the reaper copies
+        assert log_file.is_file()  # named and there from the start
+        copied = wait_for(lambda: "Started GRPCInferenceService" in log_file.read_text(), timeout=30)  # the reaper's
+        assert copied, f"reaper exit code {server._reaper.poll()}, log file: {log_file.read_text()[-500:]!r}"
     shutdown = "in-flight non-inference requests"  # what Triton logs once SIGTERM has reached it
     assert shutdown in log_file.read_text()  # the lines up to the stop are kept
     assert shutdown in server.logs()  # and still readable through the server object

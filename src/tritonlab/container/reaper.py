@@ -14,13 +14,43 @@ import time
 from pathlib import Path
 
 POLL_S = 0.5
+CONNECT_S = 120.0
 
 
 def _follow_logs(container: object, log_path: Path) -> None:
-    with contextlib.suppress(Exception), open(log_path, "ab") as log:
-        for chunk in container.logs(stream=True, follow=True):  # type: ignore[attr-defined]
-            log.write(chunk)
-            log.flush()
+    try:
+        with open(log_path, "ab") as log:
+            for chunk in container.logs(stream=True, follow=True):  # type: ignore[attr-defined]
+                log.write(chunk)
+                log.flush()
+    except Exception as e:  # the container's end closes the stream; anything else is said where the learner looks
+        _note(log_path, f"stopped copying the container's log: {type(e).__name__}: {e}")
+
+
+def _note(log_path: Path | None, text: str) -> None:
+    if log_path is not None:
+        with contextlib.suppress(OSError), open(log_path, "a") as log:
+            log.write(f"[tritonlab reaper] {text}\n")
+
+
+def _container(container_id: str, host: str, log_path: Path | None) -> object | None:
+    """The container, asked for until the engine answers (a busy engine is no reason to leave a container
+    unguarded); None once it is gone."""
+    import docker.errors
+
+    from tritonlab.container import engine
+
+    deadline = time.monotonic() + CONNECT_S
+    while True:
+        try:
+            return engine.connect(host, timeout=30).containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as e:
+            if time.monotonic() > deadline:
+                _note(log_path, f"the Docker engine did not answer for {CONNECT_S:.0f} s ({type(e).__name__}: {e})")
+                raise
+            time.sleep(POLL_S)
 
 
 def run(container_id: str, host: str, log_path: Path | None, owner_pid: int | None, owner_created: float | None) -> int:
@@ -29,17 +59,15 @@ def run(container_id: str, host: str, log_path: Path | None, owner_pid: int | No
     from tritonlab.container import engine
     from tritonlab.server.process import same_process
 
-    client = engine.connect(host, timeout=30)
-    try:
-        container = client.containers.get(container_id)
-    except docker.errors.NotFound:
+    container = _container(container_id, host, log_path)
+    if container is None:
         return 0
     if log_path is not None:
         threading.Thread(target=_follow_logs, args=(container, log_path), daemon=True).start()
     while True:
         time.sleep(POLL_S)
         try:
-            container.reload()
+            container.reload()  # type: ignore[attr-defined]
         except docker.errors.NotFound:
             return 0
         except docker.errors.APIError:

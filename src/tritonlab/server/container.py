@@ -145,6 +145,7 @@ class DockerServer(Server):
             self._log_path = (
                 logs_dir() / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{self._container.short_id}.log"
             )
+            self._log_path.touch()  # log_path names a file from the start; the reaper appends as the log grows
             self._container.start()
         except docker.errors.APIError as e:
             raise self._start_error(e) from None  # start() terminates: the created container is removed
