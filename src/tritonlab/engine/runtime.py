@@ -306,12 +306,22 @@ class Engine:
         self.v_cache[where] = new_v.permute(1, 3, 0, 2, 4)
         return logits
 
+    def _check_slots(self, slots: list[int]) -> None:
+        # The compiled step indexes the cache without bounds checks that Python could catch: a bad slot would abort
+        # the whole process (a notebook's kernel, a Triton stub), not raise.
+        if not 0 < len(slots) <= self.max_batch_size or not all(0 <= s < self.max_batch_size for s in slots):
+            raise LimitError(
+                f"cache slots {list(slots)}: this engine has max_batch_size={self.max_batch_size} slots, "
+                f"0 to {self.max_batch_size - 1}; use one of those per running sequence"
+            )
+
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> list[int]:
         """Put prompts into their slots' caches in one step; return each one's greedy first output token.
 
         Shorter prompts are padded on the right: the padding's keys/values land at positions the sequence has not
         reached yet, which no query can see (attention is masked by position) and the next decode steps overwrite.
         """
+        self._check_slots(slots)
         width = max(len(p) for p in prompts)
         ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts], dtype=torch.int64, device=self.device)
         zero = torch.zeros(len(prompts), dtype=torch.int64, device=self.device)
@@ -322,6 +332,10 @@ class Engine:
 
     def decode(self, slots: list[int], tokens: list[int], lengths: list[int]) -> list[int]:
         """One token for each sequence (``lengths``: tokens already in each slot's cache); greedy next tokens."""
+        self._check_slots(slots)
+        if max(lengths) >= self.max_seq_len:
+            raise LimitError(f"a sequence has {max(lengths)} cached tokens: no room for another below this engine's "
+                             f"max_seq_len={self.max_seq_len}")  # fmt: skip
         ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)[:, None]
         start = torch.tensor(lengths, dtype=torch.int64, device=self.device)
         where = torch.tensor(slots, dtype=torch.int64, device=self.device)
