@@ -240,4 +240,7 @@ def llm_metrics(records: Sequence[StreamRecord]) -> dict[str, Any]:
         "requests": len(done),
         "failed": len(records) - len(done),
         "duration_s": span,
+        # Little's law: requests in flight on average over the span; below the concurrency asked for, part of the run
+        # was ramp-up or the drain after the last request was sent, not the steady state it is meant to measure
+        "mean_in_flight": sum(r.latency for r in done) / span,
     }
