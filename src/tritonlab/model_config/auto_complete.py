@@ -14,19 +14,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import text_format
+from tritonlab.model_config.validate import read_config
 
 
 def adds_nothing(repository: str | Path) -> bool:
     """True if every model in ``repository`` is an ensemble or a python-backend model with a readable config.pbtxt
     and no ``auto_complete_config`` in its code; False if in doubt."""
-    from tritonclient.grpc import model_config_pb2
-
     try:
         models = [p for p in Path(repository).iterdir() if p.is_dir() and not p.name.startswith(".")]
         for model in models:
-            config = model_config_pb2.ModelConfig()
-            text_format.Parse((model / "config.pbtxt").read_text(), config)
+            config = read_config(model)
+            if config is None:
+                return False  # Triton will say what is wrong, with auto-complete on as usual
             if config.platform == "ensemble" and not config.backend:
                 continue
             if config.backend != "python" or config.platform:
@@ -34,6 +33,6 @@ def adds_nothing(repository: str | Path) -> bool:
             for code in model.rglob("*.py"):
                 if "auto_complete_config" in code.read_text(errors="replace"):
                     return False
-    except (OSError, text_format.ParseError, UnicodeDecodeError, ValueError):
-        return False  # Triton will say what is wrong, with auto-complete on as usual
+    except OSError:
+        return False
     return bool(models)

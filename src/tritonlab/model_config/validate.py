@@ -222,6 +222,12 @@ def _validate(path: Path, report: Report, gpus: int) -> None:
         _check_model(model, repository, cache, report, gpus)
 
 
+def read_config(directory: str | Path) -> Message | None:
+    """A model directory's config.pbtxt as a ModelConfig; None if it is missing, too big, not text or not valid
+    (``validate`` says which, with the line)."""
+    return _load(Path(directory), {}).config
+
+
 def _load(directory: Path, cache: dict[str, _Model]) -> _Model:
     if directory.name in cache:
         return cache[directory.name]
