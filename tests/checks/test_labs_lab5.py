@@ -142,6 +142,31 @@ def test_streaming_passes_a_real_stream_and_fails_clients_that_do_not_stream(lab
         assert status == Status.FAIL and expected in message, f"{wrong.__name__}: {message}"
 
 
+def test_streaming_waits_for_the_reference_request_to_be_counted(lab, monkeypatch):
+    """Triton counts a streamed request when it releases it, a moment after its last response. Replayed here: the
+    check's own reference request stays uncounted for 0.5 s; a client that never asks the server must still fail
+    (before the fix, the late count passed for the learner's request)."""
+    import time
+
+    from tritonlab.engine.serving import client
+
+    root, info, _ = lab
+    uncounted_until = [0.0]
+    real_load, real_count = client.stream_load, checks._ensemble_success
+
+    def late_counted_load(*args, **kwargs):
+        records = real_load(*args, **kwargs)
+        uncounted_until[0] = time.monotonic() + 0.5
+        return records
+
+    monkeypatch.setattr(client, "stream_load", late_counted_load)
+    monkeypatch.setattr(
+        checks, "_ensemble_success", lambda ctx: real_count(ctx) - (time.monotonic() < uncounted_until[0])
+    )
+    status, message = verdict(root, info, "lab5.streaming", stream_tokens=canned)
+    assert status == Status.FAIL and "reaching the server" in message, message
+
+
 def latencies(sent, token_times):
     ttft_ms = (token_times[0] - sent) * 1000
     if len(token_times) < 2:

@@ -146,6 +146,14 @@ def _ensemble_success(ctx: Context) -> int:
     return int(stats["model_stats"][0].get("inference_stats", {}).get("success", {}).get("count", 0))
 
 
+def _ensemble_success_reaching(ctx: Context, count: int, wait_s: float = 5.0) -> int:
+    """The ensemble's success count once it reaches ``count``, or as it stands after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while (now := _ensemble_success(ctx)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return now
+
+
 def _call_with_timeout(worker: Worker, *args: Any) -> Any:
     """The learner's function's value (called in its worker process); a Fail if it raised or did not return in time."""
     value, error, elapsed = worker.call(*args, limit=LEARNER_CALL_TIMEOUT_S)
@@ -178,20 +186,20 @@ def streaming(ctx: Context) -> str:
     status, _ = ctx.server_get("/v2/models/ensemble/ready")
     if status != 200:
         raise Fail(f"the ensemble is not ready on {info.http_url} (HTTP {status}): serve the lab's repository")
+    start = _ensemble_success(ctx)
     try:
         (reference,) = stream_load(info.grpc_address, [(PROMPT, PROMPT_TOKENS_OUT)], ignore_eos=False)
     except Exception as e:  # any client failure here is the server's state
         raise _server_error(ctx, e) from None
     if reference.error or len(reference.token_times) < 2:
         raise Fail(f"the server did not stream tokens: {reference.error or f'{len(reference.token_times)} response'}")
-    before = _ensemble_success(ctx)
+    # The reference request is counted when Triton releases it, just after its last response: wait for that count,
+    # else it could land after `before` and pass for the learner's request.
+    before = _ensemble_success_reaching(ctx, start + 1)
     with Worker(fn) as worker:
         got = _call_with_timeout(worker, info.grpc_address, PROMPT, PROMPT_TOKENS_OUT)
-    deadline = time.monotonic() + 3.0  # Triton counts a streamed request when it is released, just after its end
-    while _ensemble_success(ctx) <= before:
-        if time.monotonic() > deadline:
-            raise Fail("your function returned without a successful request reaching the server's ensemble")
-        time.sleep(0.05)
+    if _ensemble_success_reaching(ctx, before + 1) <= before:
+        raise Fail("your function returned without a successful request reaching the server's ensemble")
     if not isinstance(got, list) or not all(isinstance(t, str) for t in got):
         raise Fail(f"stream_tokens must return the list of text pieces, one per response; got {type(got).__name__}")
     if got != reference.texts:
