@@ -333,13 +333,14 @@ class Engine:
     def decode(self, slots: list[int], tokens: list[int], lengths: list[int]) -> list[int]:
         """One token for each sequence (``lengths``: tokens already in each slot's cache); greedy next tokens."""
         self._check_slots(slots)
-        if max(lengths) >= self.max_seq_len:
-            raise LimitError(f"a sequence has {max(lengths)} cached tokens: no room for another below this engine's "
+        longest = max(lengths)
+        if longest >= self.max_seq_len:
+            raise LimitError(f"a sequence has {longest} cached tokens: no room for another below this engine's "
                              f"max_seq_len={self.max_seq_len}")  # fmt: skip
         ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)[:, None]
         start = torch.tensor(lengths, dtype=torch.int64, device=self.device)
         where = torch.tensor(slots, dtype=torch.int64, device=self.device)
-        return self.step(ids, start, where, max(lengths) + 1)[:, -1].argmax(dim=-1).tolist()
+        return self.step(ids, start, where, longest + 1)[:, -1].argmax(dim=-1).tolist()
 
     def generate(self, prompt: list[int], max_tokens: int, slot: int = 0) -> list[int]:
         """Greedy generation of one sequence, in this process (the reference the served tokens are checked with)."""
