@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonlab.engine import runtime
+from tritonlab.engine.attention import build_kernel, c_shims
 from tritonlab.engine.convert import load_checkpoint
 from tritonlab.errors import TritonLabError
 from tritonlab.paths import cache_dir
@@ -72,7 +73,15 @@ def engines_cache() -> Path:
     return path
 
 
-def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any]) -> str:
+ATTENTION = ("ragged", "padded")
+
+
+def default_attention(device: dict[str, Any]) -> str:
+    """Ragged attention (attention.py) on a CPU; a GPU build keeps the padded attention Inductor compiles."""
+    return "padded" if device.get("device_class") == "cuda" else "ragged"
+
+
+def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any], attention: str | None = None) -> str:
     """Content hash of everything the compiled engine depends on (not file names or times)."""
     digest = hashlib.sha256()
     for path in sorted(checkpoint_dir.iterdir()):
@@ -82,7 +91,8 @@ def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any])
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
-    extra = {"limits": asdict(limits), "device": device, "version": ENGINE_VERSION}
+    attention = attention or default_attention(device)
+    extra = {"limits": asdict(limits), "device": device, "version": ENGINE_VERSION, "attention": attention}
     digest.update(json.dumps(extra, sort_keys=True).encode())
     # The device is hashed above; the readable prefix only names the cache folder (cpu-..., cuda-sm90-...).
     prefix = device.get("device_class", "cpu")
@@ -105,7 +115,9 @@ def _stages(total: int, show: bool) -> Iterator[Any]:
         yield advance
 
 
-def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any, device: str) -> dict[str, Any]:
+def _compile(
+    checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any, device: str, attention: str
+) -> dict[str, Any]:
     import torch
     from torch.export import Dim
 
@@ -115,7 +127,7 @@ def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any
     limits.check(int(config["max_position_embeddings"]))
     # Weights, caches and example inputs on the target device: export records it, and Inductor then generates
     # C++ for this CPU or Triton kernels compiled to this GPU's machine code (sm_90 on an H100/H200).
-    module = EngineDecoder(config, tensors).eval().to(device)
+    module = EngineDecoder(config, tensors, attention).eval().to(device)
     k_cache, v_cache = module.empty_cache(limits.max_batch_size, limits.max_seq_len, device)
     advance("torch.export")
     # Dynamic within the build limits. DYNAMIC hints rather than named Dims: torch 2.11 exporting for CUDA emits
@@ -138,7 +150,11 @@ def _compile(checkpoint_dir: Path, limits: BuildLimits, dest: Path, advance: Any
             module, example, dynamic_shapes=({0: batch, 1: tokens}, {0: batch}, {0: batch}, None, None, {0: window})
         )
     advance(f"AOTInductor compile ({'kernels for this GPU' if device.startswith('cuda') else 'C++ for this CPU'})")
-    with torch.no_grad():
+    shims = {}
+    if attention == "ragged":
+        build_kernel(dest)
+        shims = c_shims()
+    with torch.no_grad(), torch._inductor.config.patch({"aot_inductor.custom_ops_to_c_shims": shims}):
         torch._inductor.aoti_compile_and_package(program, package_path=str(dest / ENGINE_FILE))
     return config
 
@@ -151,6 +167,7 @@ def build_engine(
     max_input_len: int = BuildLimits.max_input_len,
     max_seq_len: int = BuildLimits.max_seq_len,
     device: str = "cpu",
+    attention: str | None = None,
     use_cache: bool = True,
     progress: bool = True,
 ) -> BuildResult:
@@ -158,7 +175,9 @@ def build_engine(
 
     ``device``: ``"cpu"`` (C++ for this CPU's vector ISA) or ``"cuda"`` / ``"cuda:N"`` (kernels for that GPU's
     compute capability); the engine then loads on that kind of device only. Without ``output_dir`` the engine stays
-    in tritonlab's cache (``BuildResult.engine_dir`` says where).
+    in tritonlab's cache (``BuildResult.engine_dir`` says where). ``attention``: ``"ragged"`` (the CPU default: each
+    sequence reads only its own cached positions, attention.py) or ``"padded"`` (the GPU default: every sequence
+    reads the batch's longest window, masked).
     """
     start = time.perf_counter()
     checkpoint_dir = Path(checkpoint_dir)
@@ -172,13 +191,19 @@ def build_engine(
         raise TritonLabError(str(exc), fix=exc.fix) from None
     # The device record (class, CPU ISA or GPU model + compute capability, CUDA and torch versions) is part of the
     # key: a CPU and a GPU build of the same checkpoint and limits never share a cache entry.
-    key = build_key(checkpoint_dir, limits, record)
+    attention = attention or default_attention(record)
+    if attention not in ATTENTION or (attention == "ragged" and record["device_class"] == "cuda"):
+        raise TritonLabError(
+            f"attention={attention!r} cannot be built for {device!r}",
+            fix="use attention='ragged' (CPU only: the kernel is CPU code) or 'padded', or leave it out",
+        )
+    key = build_key(checkpoint_dir, limits, record, attention)
     cached = engines_cache() / key
     hit = use_cache and (cached / "config.json").exists() and (cached / ENGINE_FILE).exists()
     if not hit:
         with tempfile.TemporaryDirectory(dir=engines_cache(), prefix=f".{key}-") as tmp, _stages(3, progress) as step:
             work = Path(tmp)
-            config = _compile(checkpoint_dir, limits, work, step, device)
+            config = _compile(checkpoint_dir, limits, work, step, device, attention)
             step("write config.json")
             for name in ("tokenizer.json",):
                 if (checkpoint_dir / name).exists():
@@ -187,6 +212,7 @@ def build_engine(
                 "version": ENGINE_VERSION,
                 "pretrained_config": config,
                 "build_config": asdict(limits),
+                "attention": attention,  # ragged: the kernel library beside the package (runtime.CpuStep loads it)
                 "device": record,
                 "build_key": key,
                 "build_seconds": round(time.perf_counter() - start, 2),

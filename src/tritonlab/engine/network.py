@@ -12,11 +12,16 @@ The step reads the cache (gathering the batch's slots) and returns the keys/valu
 writes them into the slots. Keeping the cache write outside the compiled graph keeps the graph free of input
 mutation, and the write is a cheap ``index_put``.
 
-``cache_window`` ([L] int64, ``arange(L)``) is the positions attention reads: ``L`` is the longest sequence of the
-batch after this step, so a step reads what the batch has cached and no more, as TensorRT-LLM's attention kernels
-read only a sequence's valid KV length. Its *size* is a dynamic dimension of the compiled graph; without it every
-step would attend over all ``max_seq_len`` positions and pay for empty cache rows (on a CPU, three quarters of a
-decode step at max_seq_len=320).
+Attention comes in two forms (``attention=``):
+
+- ``ragged`` (CPU builds): the ``tritonlab::ragged_attention`` kernel (attention.py) reads each sequence's own cached
+  positions, as TensorRT-LLM's attention kernels read each sequence's valid KV length. In-flight batching mixes long
+  and just-started sequences, and the short ones pay nothing for the long one's length.
+- ``padded`` (GPU builds, where Inductor generates the kernels): ``cache_window`` ([L] int64, ``arange(L)``) is the
+  positions attention reads, ``L`` the longest sequence of the batch after this step; every sequence reads L
+  positions, masked by its own length. Its *size* is a dynamic dimension of the compiled graph; without it every step
+  would attend over all ``max_seq_len`` positions (on a CPU, three quarters of a decode step at max_seq_len=320).
+  The ragged form takes ``cache_window`` too (one interface) and ignores it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from tritonlab.engine import attention as _attention  # noqa: F401 (registers tritonlab::ragged_attention)
 
 
 class EngineDecoder(nn.Module):
@@ -35,8 +42,11 @@ class EngineDecoder(nn.Module):
     [B, T, vocab] float32; ``new_k``/``new_v`` [layers, B, kv_heads, T, head_size].
     """
 
-    def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor]):
+    def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], attention: str = "padded"):
         super().__init__()
+        if attention not in ("padded", "ragged"):
+            raise ValueError(f"attention={attention!r}: use 'padded' or 'ragged'")
+        self.ragged = attention == "ragged"
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]
         self.kv_heads = config["num_key_value_heads"]
@@ -71,6 +81,37 @@ class EngineDecoder(nn.Module):
         rotated = torch.cat((-x2, x1), dim=-1)
         return (x.float() * cos + rotated.float() * sin).to(self.dtype)
 
+    def _padded_attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        slots: torch.Tensor,
+        positions: torch.Tensor,
+        cache_window: torch.Tensor,
+    ) -> torch.Tensor:
+        """Attention over the batch's first L cache positions, masked by position; [B, heads, T, D] float32."""
+        batch, _, steps, _ = q.shape
+        window = cache_window.shape[0]
+        # Query t of sequence b sees every position up to its own (start_pos + t): the cache below start_pos
+        # and the new tokens up to itself (causal).
+        visible = (cache_window[None, None, :] <= positions[:, :, None])[:, None, None]  # [B, 1, 1, T, L]
+        scatter_at = positions[:, None, :, None].expand(batch, self.kv_heads, steps, self.head_size)
+        groups = self.heads // self.kv_heads
+        # The new keys/values go into a copy of the batch's cache rows (their first L positions) at their
+        # positions; attention runs over those L positions, masked by position.
+        keys = k_cache[slots][:, :, :window].scatter(2, scatter_at, k).float()  # [B, kv_heads, L, D]
+        values = v_cache[slots][:, :, :window].scatter(2, scatter_at, v).float()
+        # Grouped-query attention: the query heads sharing one key/value head are stacked along the query axis
+        # ([B, kv_heads, groups * T, D]) and meet that head's keys once: no key/value head is repeated in memory.
+        qg = q.reshape(batch, self.kv_heads, groups * steps, self.head_size).float() * (self.head_size**-0.5)
+        scores = (qg @ keys.transpose(-1, -2)).reshape(batch, self.kv_heads, groups, steps, window)
+        probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+        attn = probs.reshape(batch, self.kv_heads, groups * steps, window) @ values  # [B, kv_heads, groups*T, D]
+        return attn.reshape(batch, self.heads, steps, self.head_size)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -81,17 +122,11 @@ class EngineDecoder(nn.Module):
         cache_window: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, steps = input_ids.shape
-        window = cache_window.shape[0]
         offsets = torch.arange(steps, device=input_ids.device)
         positions = start_pos[:, None] + offsets[None, :]  # [B, T]
         freqs = positions[..., None].float() * self.inv_freq  # [B, T, D/2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
         cos, sin = emb.cos(), emb.sin()
-        # Query t of sequence b sees every position up to its own (start_pos + t): the cache below start_pos
-        # and the new tokens up to itself (causal).
-        visible = (cache_window[None, None, :] <= positions[:, :, None])[:, None, None]  # [B, 1, 1, T, L]
-        scatter_at = positions[:, None, :, None].expand(batch, self.kv_heads, steps, self.head_size)
-        groups = self.heads // self.kv_heads
         q_size, kv_size = self.heads * self.head_size, self.kv_heads * self.head_size
 
         x = self._w("transformer.vocab_embedding.weight")[input_ids]
@@ -107,18 +142,12 @@ class EngineDecoder(nn.Module):
             v = v.reshape(batch, steps, self.kv_heads, self.head_size).transpose(1, 2).contiguous()
             new_keys.append(k)
             new_values.append(v)
-            # The new keys/values go into a copy of the batch's cache rows (their first L positions) at their
-            # positions; attention runs over those L positions, masked by position.
-            keys = k_cache[i][slots][:, :, :window].scatter(2, scatter_at, k).float()  # [B, kv_heads, L, D]
-            values = v_cache[i][slots][:, :, :window].scatter(2, scatter_at, v).float()
-            # Grouped-query attention: the query heads sharing one key/value head are stacked along the query axis
-            # ([B, kv_heads, groups * T, D]) and meet that head's keys once: no key/value head is repeated in memory.
-            qg = q.reshape(batch, self.kv_heads, groups * steps, self.head_size).float() * (self.head_size**-0.5)
-            scores = (qg @ keys.transpose(-1, -2)).reshape(batch, self.kv_heads, groups, steps, window)
-            probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
-            attn = probs.reshape(batch, self.kv_heads, groups * steps, window) @ values  # [B, kv_heads, groups*T, D]
-            attn = attn.to(self.dtype).reshape(batch, self.heads, steps, self.head_size)
-            attn = attn.transpose(1, 2).reshape(batch, steps, q_size)
+            if self.ragged:
+                # Each sequence reads only its own cached positions (attention.py): no copy of the cache rows.
+                attn = torch.ops.tritonlab.ragged_attention(q.float(), k, v, k_cache[i], v_cache[i], start_pos, slots)
+            else:
+                attn = self._padded_attention(q, k, v, k_cache[i], v_cache[i], slots, positions, cache_window)
+            attn = attn.to(self.dtype).transpose(1, 2).reshape(batch, steps, q_size)
             x = x + self._linear(attn, p + "attention.dense")
             h = self._norm(x, p + "post_layernorm.weight")
             gate = self._linear(h, p + "mlp.gate")

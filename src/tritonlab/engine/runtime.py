@@ -12,10 +12,11 @@ Each running sequence owns one *slot* of a cache preallocated when the engine lo
 
 A step computes keys and values only for its new tokens and writes them at the sequence's next positions; every
 earlier token's keys/values are read back instead of recomputed, so a decode step costs one token of compute per
-sequence (plus reading its cache, up to the longest sequence of the batch: never the empty rows). Preallocating
-``max_seq_len`` positions per slot means a request that fits the build limits can never run out of cache
-mid-generation, at the price of reserving memory for the longest possible sequence (paged KV caches, as in
-TensorRT-LLM and vLLM, hand out fixed-size blocks on demand instead). Memory::
+sequence plus reading its cache: its own length with ragged attention (CPU engines), the batch's longest with padded
+attention (GPU engines); never the empty rows. Preallocating ``max_seq_len`` positions per slot means a request
+that fits the build limits can never run out of cache mid-generation, at the price of reserving memory for the
+longest possible sequence (paged KV caches, as in TensorRT-LLM and vLLM, hand out fixed-size blocks on demand
+instead). Memory::
 
     bytes per token = 2 (K and V) x layers x kv_heads x head_size x bytes per element
     total           = bytes per token x max_seq_len x max_batch_size
@@ -54,7 +55,9 @@ import torch
 ENGINE_FILE = "rank0.pt2"
 # The compiled step's interface (network.py); an engine built for another one must be built again. 2: the step
 # takes the cache window (attention reads only the cached positions).
-ENGINE_VERSION = "tritonlab-embedded-engine-2"
+# 3: CPU engines call the ragged attention kernel (attention.py), a library beside the package.
+ENGINE_VERSION = "tritonlab-embedded-engine-3"
+KERNEL_LIBRARY = "ragged_attention.so"  # attention.py writes it
 STRATEGIES = {"inflight": "inflight", "inflight_fused_batching": "inflight", "static": "static", "V1": "static"}
 
 
@@ -152,7 +155,7 @@ class CpuStep:
     that sends the tokens of the previous step (the Triton model's sender) could not run beside it, and every token's
     send would wait for the step to end. Same library, same kernels, same outputs (tested against the loader)."""
 
-    def __init__(self, package: str):
+    def __init__(self, package: str, kernels: tuple[str, ...] | list[str] = ()):
         import ctypes
         import shutil
         import tempfile
@@ -175,6 +178,9 @@ class CpuStep:
                 if name.startswith(folder) and not name.endswith("/"):
                     archive.extract(name, self._dir)
         _libstdcxx_global()  # the same std::regex crash as the CUDA wrapper's, on the H200's torch 2.11
+        # Kernels the compiled step calls by name (the ragged attention's C shim): global, so the step's library
+        # finds their symbols when it loads; kept referenced while the step lives.
+        self._kernels = [ctypes.CDLL(path, mode=os.RTLD_GLOBAL) for path in kernels]
         self._lib = ctypes.CDLL(os.path.join(self._dir, libraries[0]))
         self._ct = ctypes
         self._handle = ctypes.c_void_p()
@@ -260,7 +266,18 @@ class Engine:
             torch.cuda.set_device(index)
             _libstdcxx_global()
         package = os.path.join(engine_dir, ENGINE_FILE)
-        step = CpuStep(package) if index < 0 else torch._inductor.aoti_load_package(package, device_index=index)
+        kernels = []
+        if config.get("attention") == "ragged":
+            kernels.append(os.path.join(engine_dir, KERNEL_LIBRARY))
+            if not os.path.exists(kernels[0]):
+                raise EngineMismatchError(
+                    f"{engine_dir}: this engine calls the attention kernel {KERNEL_LIBRARY}, which is missing",
+                    fix="copy the whole engine directory, or build the engine again (build_engine)",
+                )
+        if index < 0:
+            step = CpuStep(package, kernels)
+        else:
+            step = torch._inductor.aoti_load_package(package, device_index=index)
         return cls(config, step, device if index < 0 else f"cuda:{index}")
 
     @property
@@ -292,8 +309,8 @@ class Engine:
     def step(self, input_ids: torch.Tensor, start_pos: torch.Tensor, slots: torch.Tensor, window: int) -> torch.Tensor:
         """Run the compiled step, store the new tokens' keys/values in their slots, return logits [B, T, vocab].
 
-        ``window``: the longest sequence of the batch after this step (attention reads that many cached positions;
-        a Python int, so no GPU sync is needed to know it)."""
+        ``window``: the longest sequence of the batch after this step (padded attention reads that many cached
+        positions, ragged attention each sequence's own; a Python int, so no GPU sync is needed to know it)."""
         if window not in self._windows:
             self._windows[window] = torch.arange(window, dtype=torch.int64, device=self.device)
         logits, new_k, new_v = self._step(input_ids, start_pos, slots, self.k_cache, self.v_cache,
