@@ -4,8 +4,9 @@ engine calls it, against the plain-torch reference; and the CPU engine built wit
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from tritonlab.errors import TritonLabError
 class Shim:
     """``aoti_torch_cpu_ragged_attention`` from the compiled library, called with AOTInductor tensor handles."""
 
+    lib: ctypes.CDLL
+
     def __init__(self, library: Path):
-        self.lib = ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL)
+        self.lib = ctypes.CDLL(str(library))  # local: the engines loaded later in this process load their own copy
         self.pointer_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
             ("PyCapsule_GetPointer", ctypes.pythonapi)
         )
@@ -79,6 +82,18 @@ def test_kernel_reads_only_each_sequences_own_positions(shim):
     v_cache[0, :, 5:] = float("nan")
     _, after = shim(q, k, v, k_cache, v_cache, start, slots)
     assert torch.equal(before, after)
+
+
+def test_loading_the_kernel_keeps_the_process_floating_point_mode(tmp_path):
+    """A library linked with -ffast-math (GCC < 13) switches the whole process to flush-to-zero when it loads; the
+    kernel is compiled with it but linked without. Checked in a fresh process, as the engine loads it."""
+    library = attention.build_kernel(tmp_path)
+    code = (
+        "import ctypes, os, sys, torch; tiny = torch.tensor([1e-39]); "
+        "ctypes.CDLL(sys.argv[1], mode=os.RTLD_GLOBAL); print((tiny * 1.0).item())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(library)], capture_output=True, text=True, check=True)
+    assert float(out.stdout) > 0, "loading the kernel flushed a denormal float to zero"
 
 
 def test_kernel_refuses_what_would_read_outside_the_cache(shim, capfd):

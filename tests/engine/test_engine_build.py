@@ -159,8 +159,9 @@ def test_engine_from_another_device_is_refused(engine_dir, tmp_path, key, value)
         value = "AVX2" if config["device"][key] == "AVX512" else "AVX512"
     config["device"][key] = value
     (moved / "config.json").write_text(json.dumps(config))
+    # On this CPU (named: on a GPU machine a device_class "cuda" engine would otherwise be tried on its GPU).
     with pytest.raises(TritonLabError, match=re.escape(f"{key}: built for {value!r}")) as info:
-        load_engine(moved)
+        load_engine(moved, device="cpu")
     assert "build the engine again" in info.value.fix
 
 

@@ -79,18 +79,25 @@ def build_kernel(dest: Path) -> Path:
     from tritonlab.errors import TritonLabError
 
     isa = cpu_vec_isa.pick_vec_isa()
-    lib_dirs = cpp_extension.library_paths()
-    command = [
-        cpp_builder.get_cpp_compiler(), "-O3", "-ffast-math", "-std=c++17", "-shared", "-fPIC", "-fopenmp",
+    compiler, obj = cpp_builder.get_cpp_compiler(), dest / "ragged_attention.o"
+    # -ffast-math lets the compiler vectorize exp (glibc's libmvec) and the dot products; compiled separately from the
+    # link because a shared library linked with -ffast-math (GCC < 13) carries crtfastmath.o, which switches the
+    # whole process to flush-to-zero floating point when it loads.
+    compile_command = [
+        compiler, "-O3", "-ffast-math", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fopenmp",
         *isa.build_arch_flags().split(),
-        *(f"-I{path}" for path in cpp_extension.include_paths()),
-        str(KERNEL_SOURCE), "-o", str(dest / KERNEL_LIBRARY),
-        *(f"-L{path}" for path in lib_dirs), "-ltorch_cpu", "-lc10",
+        *(f"-I{path}" for path in cpp_extension.include_paths()), "-c", str(KERNEL_SOURCE), "-o", str(obj),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise TritonLabError(
-            f"compiling the attention kernel {KERNEL_SOURCE.name} failed:\n{done.stderr[-2000:]}",
-            fix="the engine build needs the C++ compiler AOTInductor uses (g++): install it (make system)",
-        )
+    link_command = [
+        compiler, "-shared", "-fopenmp", "-Wl,--exclude-libs,ALL", str(obj), "-o", str(dest / KERNEL_LIBRARY),
+        *(f"-L{path}" for path in cpp_extension.library_paths()), "-ltorch_cpu", "-lc10",
+    ]  # fmt: skip
+    for command in (compile_command, link_command):
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise TritonLabError(
+                f"compiling the attention kernel {KERNEL_SOURCE.name} failed:\n{done.stderr[-2000:]}",
+                fix="the engine build needs the C++ compiler AOTInductor uses (g++): install it (make system)",
+            )
+    obj.unlink()
     return dest / KERNEL_LIBRARY

@@ -160,7 +160,9 @@ int attend(const View& q, const View& k, const View& v, const View& kc, const Vi
 
 }  // namespace
 
-extern "C" AOTITorchError aoti_torch_cpu_ragged_attention(AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v,
+// The library's one exported symbol (built with -fvisibility=hidden): loaded with RTLD_GLOBAL so the compiled step
+// finds it, nothing else of it may interpose on the symbols of libraries loaded after it.
+extern "C" __attribute__((visibility("default"))) AOTITorchError aoti_torch_cpu_ragged_attention(AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v,
                                                           AtenTensorHandle k_cache, AtenTensorHandle v_cache,
                                                           AtenTensorHandle start_pos, AtenTensorHandle slots,
                                                           AtenTensorHandle* ret0) {
