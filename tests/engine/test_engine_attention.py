@@ -162,3 +162,17 @@ def test_attention_choice_is_checked_and_part_of_the_key(checkpoint_dir, tmp_pat
     assert build_key(checkpoint_dir, limits, {**record, "device_class": "cuda"}) == build_key(
         checkpoint_dir, limits, {**record, "device_class": "cuda"}, "padded"
     )
+
+
+def test_a_changed_kernel_is_another_engine(checkpoint_dir, tmp_path, monkeypatch):
+    """The kernel is compiled into the engine directory, so the cache key covers its source (a cached engine with the
+    old kernel must not be reused)."""
+    from tritonlab.engine import build
+
+    record, limits = runtime.device_record(), BuildLimits()
+    before, padded = build_key(checkpoint_dir, limits, record), build_key(checkpoint_dir, limits, record, "padded")
+    edited = tmp_path / "ragged_attention.cpp"
+    edited.write_text(attention.KERNEL_SOURCE.read_text() + "\n// edited\n")
+    monkeypatch.setattr(build, "KERNEL_SOURCE", edited)
+    assert build_key(checkpoint_dir, limits, record) != before
+    assert build_key(checkpoint_dir, limits, record, "padded") == padded  # a padded engine does not use the kernel

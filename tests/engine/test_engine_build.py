@@ -260,7 +260,7 @@ def test_engine_built_on_a_gpu_is_refused_on_this_cpu(engine_dir, tmp_path):
                         "compute_capability": "9.0", "cuda": "13.0", "torch": "2.11.0+cu130"}  # fmt: skip
     (moved / "config.json").write_text(json.dumps(config))
     with pytest.raises(TritonLabError) as info:
-        load_engine(moved)
+        load_engine(moved, device="cpu")  # named: a GPU machine would otherwise try its GPU
     message = info.value.message
     assert "device_class: built for 'cuda', this machine has 'cpu'" in message
     assert "compute_capability: built for '9.0', this machine has None" in message

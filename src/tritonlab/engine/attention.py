@@ -71,22 +71,29 @@ def c_shims() -> dict[torch._ops.OpOverload, list[str]]:
     return {torch.ops.tritonlab.ragged_attention.default: [C_SHIM]}
 
 
+def kernel_flags() -> list[str]:
+    """The kernel's compile flags: this CPU's vector ISA as Inductor compiles the engine for it.
+
+    -ffast-math lets the compiler vectorize exp (glibc's libmvec) and the dot products. It is given to the compile
+    step only: a shared library *linked* with -ffast-math (GCC < 13) carries crtfastmath.o, which switches the whole
+    process to flush-to-zero floating point when it loads."""
+    from torch._inductor import cpu_vec_isa
+
+    isa = cpu_vec_isa.pick_vec_isa().build_arch_flags().split()
+    return ["-O3", "-ffast-math", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fopenmp", *isa]
+
+
 def build_kernel(dest: Path) -> Path:
     """Compile the kernel into ``dest / KERNEL_LIBRARY`` for this CPU (Inductor's compiler and vector ISA flags)."""
-    from torch._inductor import cpp_builder, cpu_vec_isa
+    from torch._inductor import cpp_builder
     from torch.utils import cpp_extension
 
     from tritonlab.errors import TritonLabError
 
-    isa = cpu_vec_isa.pick_vec_isa()
     compiler, obj = cpp_builder.get_cpp_compiler(), dest / "ragged_attention.o"
-    # -ffast-math lets the compiler vectorize exp (glibc's libmvec) and the dot products; compiled separately from the
-    # link because a shared library linked with -ffast-math (GCC < 13) carries crtfastmath.o, which switches the
-    # whole process to flush-to-zero floating point when it loads.
     compile_command = [
-        compiler, "-O3", "-ffast-math", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fopenmp",
-        *isa.build_arch_flags().split(),
-        *(f"-I{path}" for path in cpp_extension.include_paths()), "-c", str(KERNEL_SOURCE), "-o", str(obj),
+        compiler, *kernel_flags(), *(f"-I{path}" for path in cpp_extension.include_paths()),
+        "-c", str(KERNEL_SOURCE), "-o", str(obj),
     ]  # fmt: skip
     link_command = [
         compiler, "-shared", "-fopenmp", "-Wl,--exclude-libs,ALL", str(obj), "-o", str(dest / KERNEL_LIBRARY),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonlab.engine import runtime
-from tritonlab.engine.attention import build_kernel, c_shims
+from tritonlab.engine.attention import KERNEL_SOURCE, build_kernel, c_shims, kernel_flags
 from tritonlab.engine.convert import load_checkpoint
 from tritonlab.errors import TritonLabError
 from tritonlab.paths import cache_dir
@@ -94,6 +94,8 @@ def build_key(checkpoint_dir: Path, limits: BuildLimits, device: dict[str, Any],
     attention = attention or default_attention(device)
     extra = {"limits": asdict(limits), "device": device, "version": ENGINE_VERSION, "attention": attention}
     digest.update(json.dumps(extra, sort_keys=True).encode())
+    if attention == "ragged":  # the kernel is compiled into the engine directory: a changed kernel is another engine
+        digest.update(KERNEL_SOURCE.read_bytes() + " ".join(kernel_flags()).encode())
     # The device is hashed above; the readable prefix only names the cache folder (cpu-..., cuda-sm90-...).
     prefix = device.get("device_class", "cpu")
     if prefix == "cuda":
