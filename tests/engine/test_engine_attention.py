@@ -24,23 +24,16 @@ class Shim:
 
     def __init__(self, library: Path):
         self.lib = ctypes.CDLL(str(library))  # local: the engines loaded later in this process load their own copy
-        self.pointer_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
-            ("PyCapsule_GetPointer", ctypes.pythonapi)
-        )
-        self.capsule_of = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
-            ("PyCapsule_New", ctypes.pythonapi)
-        )
 
     def __call__(self, *tensors: torch.Tensor) -> tuple[int, torch.Tensor | None]:
-        aoti = torch._C._aoti
-        handles = [self.pointer_of(h, None) for h in aoti.unsafe_alloc_void_ptrs_from_tensors(list(tensors))]
+        handles = runtime.tensor_handles(tensors)
         out = ctypes.c_void_p()
         code = self.lib.aoti_torch_cpu_ragged_attention(*(ctypes.c_void_p(h) for h in handles), ctypes.byref(out))
         for handle in handles:  # the shim borrows its inputs: their handles are ours to free
             self.lib.aoti_torch_delete_tensor_object(ctypes.c_void_p(handle))
         if code != 0:
             return code, None
-        return code, aoti.alloc_tensors_by_stealing_from_void_ptrs([self.capsule_of(out.value, None, None)])[0]
+        return code, runtime.tensors_from_handles([out.value])[0]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import torch
 
 from tritonlab.engine import runtime
 
+ATTENTION = ("ragged", "padded")  # the forms a build can have (network.EngineDecoder, build.build_engine)
 KERNEL_SOURCE = Path(__file__).with_name("ragged_attention.cpp")
 KERNEL_LIBRARY = runtime.KERNEL_LIBRARY  # in the engine directory
 C_SHIM = (

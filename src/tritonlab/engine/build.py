@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonlab.engine import runtime
-from tritonlab.engine.attention import KERNEL_SOURCE, build_kernel, c_shims, kernel_flags
+from tritonlab.engine.attention import ATTENTION, KERNEL_SOURCE, build_kernel, c_shims, kernel_flags
 from tritonlab.engine.convert import load_checkpoint
 from tritonlab.errors import TritonLabError
 from tritonlab.paths import cache_dir
@@ -71,9 +71,6 @@ def engines_cache() -> Path:
     path = cache_dir() / "engines"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-ATTENTION = ("ragged", "padded")
 
 
 def default_attention(device: dict[str, Any]) -> str:

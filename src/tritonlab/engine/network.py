@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tritonlab.engine import attention as _attention  # noqa: F401 (registers tritonlab::ragged_attention)
+# Importing attention registers the tritonlab::ragged_attention op the ragged form calls.
+from tritonlab.engine.attention import ATTENTION
 
 
 class EngineDecoder(nn.Module):
@@ -44,8 +45,8 @@ class EngineDecoder(nn.Module):
 
     def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], attention: str = "padded"):
         super().__init__()
-        if attention not in ("padded", "ragged"):
-            raise ValueError(f"attention={attention!r}: use 'padded' or 'ragged'")
+        if attention not in ATTENTION:
+            raise ValueError(f"attention={attention!r}: use one of {ATTENTION}")
         self.ragged = attention == "ragged"
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]

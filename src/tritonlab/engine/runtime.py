@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -149,6 +150,34 @@ def _libstdcxx_global() -> None:
 # ---------------------------------------------------------------------------------------------- the compiled step
 
 
+@functools.cache
+def _capsules() -> tuple[Any, Any]:
+    """(PyCapsule_GetPointer, PyCapsule_New) with private prototypes (setting restype on ctypes.pythonapi's own
+    functions would change them for everyone)."""
+    import ctypes
+
+    pointer_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi)
+    )
+    capsule_of = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+        ("PyCapsule_New", ctypes.pythonapi)
+    )
+    return pointer_of, capsule_of
+
+
+def tensor_handles(tensors: Any) -> list[int]:
+    """New AOTInductor tensor handles (``AtenTensorHandle`` addresses) for ``tensors``: whoever receives them frees
+    them (the compiled step does; a C shim only borrows its inputs)."""
+    pointer_of = _capsules()[0]
+    return [pointer_of(h, None) for h in torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(list(tensors))]
+
+
+def tensors_from_handles(handles: Any) -> list[torch.Tensor]:
+    """The tensors behind AOTInductor tensor handles, taking ownership of the handles."""
+    capsule_of = _capsules()[1]
+    return torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs([capsule_of(h, None, None) for h in handles])
+
+
 class CpuStep:
     """The compiled CPU step called through the C entry points of its shared library, which releases the GIL while
     the step runs (ctypes does). The package loader's Python binding holds the GIL for the whole step: the thread
@@ -189,27 +218,19 @@ class CpuStep:
         count = ctypes.c_size_t()
         self._check(self._lib.AOTInductorModelContainerGetNumOutputs(self._handle, ctypes.byref(count)))
         self._outputs = count.value
-        # Private prototypes (setting restype on ctypes.pythonapi's own functions would change them for everyone).
-        self._pointer_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
-            ("PyCapsule_GetPointer", ctypes.pythonapi)
-        )
-        self._capsule_of = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
-            ("PyCapsule_New", ctypes.pythonapi)
-        )
 
     def _check(self, code: int) -> None:
         if code != 0:
             raise RuntimeError(f"the compiled engine step failed (AOTInductor error {code}); see the log above")
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        ct, aoti = self._ct, torch._C._aoti
-        # New tensor handles the library takes ownership of (it frees them); the outputs' handles become ours.
-        handles = [self._pointer_of(h, None) for h in aoti.unsafe_alloc_void_ptrs_from_tensors(list(inputs))]
+        ct = self._ct
+        handles = tensor_handles(inputs)  # the library takes ownership of these (it frees them)
         outputs = (ct.c_void_p * self._outputs)()
         self._check(self._lib.AOTInductorModelContainerRun(
             self._handle, (ct.c_void_p * len(handles))(*handles), ct.c_size_t(len(handles)), outputs,
             ct.c_size_t(self._outputs), None, None))  # fmt: skip
-        return aoti.alloc_tensors_by_stealing_from_void_ptrs([self._capsule_of(h, None, None) for h in outputs])
+        return tensors_from_handles(outputs)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
