@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import urllib.request
 
 import psutil
@@ -66,6 +67,24 @@ def test_up_in_the_foreground_stops_its_server_on_signal(sig):
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == 0
     assert gone(info["pid"])
+
+
+def test_up_stops_cleanly_when_signalled_right_after_it_announces():
+    # A supervisor may signal as soon as it reads the ready line. On a busy machine the CLI used to be caught
+    # between that line and its handler (exit 130, CI on a 2-core machine); busy loops recreate that here.
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        for _ in range(4):
+            proc = subprocess.Popen([CLI, "up", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert proc.stdout is not None
+            info = json.loads(proc.stdout.readline())
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0, proc.communicate()[1]
+            assert wait_for(lambda pid=info["pid"]: gone(pid), timeout=5)
+    finally:
+        for loop in busy:
+            loop.kill()
+            loop.wait()
 
 
 def test_up_with_a_broken_repository_exits_1_with_tritons_reason(example_repo):

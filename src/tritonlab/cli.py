@@ -8,13 +8,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tritonlab.errors import TritonLabError
+
+if TYPE_CHECKING:
+    from tritonlab.server import Server
 
 app = typer.Typer(
     add_completion=False,
@@ -68,24 +71,17 @@ def up(
         server.start()
     except TritonLabError as e:
         raise fail(e) from None
-    info = server.urls()
-    for record in server.orphans_stopped:
-        err.print(f"stopped server {record.id} ({record.http_url}): the process that started it had died")
-    if as_json:
-        print(json.dumps(info), flush=True)
-    else:
-        where = f"container {info['container'][:12]}" if info.get("container") else f"pid {info['pid']}"
-        console.print(f"[bold green]Triton is ready[/] ({where}, {info['model_control_mode']} mode)")
-        for key in ("http_url", "grpc_url", "metrics_url", "repository", "log_path"):
-            console.print(f"  {key:<12} {info[key]}")
     if detach:
+        _announce(server, as_json)
         if not as_json:
             console.print("running in the background: `tritonlab down` stops it")
         return
-    if not as_json:
-        console.print("Ctrl-C stops it.")
+    # The handlers and the try come before the announcement: whoever reads it may signal at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        _announce(server, as_json)
+        if not as_json:
+            console.print("Ctrl-C stops it.")
         while server.running:
             time.sleep(0.5)
         err.print("[bold red]tritonserver exited[/]; last log lines:\n" + server.logs(tail=20))
@@ -94,6 +90,19 @@ def up(
         pass
     finally:
         server.stop()
+
+
+def _announce(server: Server, as_json: bool) -> None:
+    info = server.urls()
+    for record in server.orphans_stopped:
+        err.print(f"stopped server {record.id} ({record.http_url}): the process that started it had died")
+    if as_json:
+        print(json.dumps(info), flush=True)
+        return
+    where = f"container {info['container'][:12]}" if info.get("container") else f"pid {info['pid']}"
+    console.print(f"[bold green]Triton is ready[/] ({where}, {info['model_control_mode']} mode)")
+    for key in ("http_url", "grpc_url", "metrics_url", "repository", "log_path"):
+        console.print(f"  {key:<12} {info[key]}")
 
 
 @app.command()

@@ -37,10 +37,14 @@ def test_fixed_concurrency(server, inputs, protocol):
 
 
 def test_fixed_request_rate(server, inputs):
-    row = run_loadgen(server.grpc_address, "add_sub", inputs, request_rate=150, duration_s=1.5, warmup_s=0.3,
-                      progress=False)  # fmt: skip
-    assert row.concurrency is None and row.request_rate == 150 and row.server_stats is None
-    assert row.throughput == pytest.approx(150, rel=0.15)
+    rate, warmup_s, duration_s = 150, 0.5, 3.0
+    row = run_loadgen(server.grpc_address, "add_sub", inputs, request_rate=rate, duration_s=duration_s,
+                      warmup_s=warmup_s, progress=False)  # fmt: skip
+    assert row.concurrency is None and row.request_rate == rate and row.server_stats is None
+    # Open loop: a send that fell behind (a stall on a busy machine) leaves at once, as perf_analyzer's do, so the
+    # window may hold a catch-up (CI: 178/s for 150 over 1.5 s). It can never run ahead of the schedule, though:
+    # no more than the slots due by the window's end (0.1 s slack for the edges' own timing).
+    assert 0.8 * rate <= row.throughput <= (rate * (warmup_s + duration_s + 0.1) + 1) / duration_s
 
 
 def test_batch_size_counts_inferences(server, inputs):

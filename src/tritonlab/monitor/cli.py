@@ -7,12 +7,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from tritonlab.errors import TritonLabError
+
+if TYPE_CHECKING:
+    from tritonlab.monitor import Prometheus
 
 monitor_app = typer.Typer(help="Watch a Triton server with a real Prometheus (127.0.0.1, scrapes every second).",
                           no_args_is_help=True)  # fmt: skip
@@ -61,21 +64,17 @@ def up(
         waited = prom.wait_first_scrape()
     except TritonLabError as e:
         raise _fail(e) from None
-    info = {"url": prom.url, "pid": prom.pid, "targets": prom.metrics_urls, "first_scrape_s": round(waited, 2)}
-    if as_json:
-        print(json.dumps(info), flush=True)
-    else:
-        console.print(f"[bold green]Prometheus is scraping[/] {', '.join(prom.metrics_urls)} every second")
-        console.print(f"  url          {prom.url}   (the Graph tab runs PromQL)")
-        console.print(f"  first scrape {waited:.1f} s after start")
     if detach:
+        _announce(prom, waited, as_json)
         if not as_json:
             console.print("running in the background: `tritonlab monitor down` stops it")
         return
-    if not as_json:
-        console.print("Ctrl-C stops it.")
+    # The handlers and the try come before the announcement: whoever reads it may signal at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        _announce(prom, waited, as_json)
+        if not as_json:
+            console.print("Ctrl-C stops it.")
         while prom.running:
             time.sleep(0.5)
         err.print("[bold red]prometheus exited[/]; last log lines:\n" + prom.logs(tail=20))
@@ -84,6 +83,16 @@ def up(
         pass
     finally:
         prom.stop()
+
+
+def _announce(prom: Prometheus, waited: float, as_json: bool) -> None:
+    info = {"url": prom.url, "pid": prom.pid, "targets": prom.metrics_urls, "first_scrape_s": round(waited, 2)}
+    if as_json:
+        print(json.dumps(info), flush=True)
+        return
+    console.print(f"[bold green]Prometheus is scraping[/] {', '.join(prom.metrics_urls)} every second")
+    console.print(f"  url          {prom.url}   (the Graph tab runs PromQL)")
+    console.print(f"  first scrape {waited:.1f} s after start")
 
 
 @monitor_app.command("down")
