@@ -34,15 +34,12 @@ from typing import Any
 LENGTHS = (16, 256)
 
 
-def run_strategy(
-    engine_dir: Path, work: Path, strategy: str, requests: list[tuple[str, int]], concurrency: int, engine_cpus: str
-):
+def run_strategy(engine_dir: Path, work: Path, strategy: str, requests: list[tuple[str, int]], concurrency: int):
     from tritonlab.engine.serving import LLM, prepare_repository, read_step_log
     from tritonlab.engine.serving.client import llm_metrics, stream_load
     from tritonlab.server import start_server
 
-    repo = work / f"repo-{strategy}"
-    prepare_repository(engine_dir, repo, batching_strategy=strategy, engine_cpus=engine_cpus)
+    repo = prepare_repository(engine_dir, work / f"repo-{strategy}", batching_strategy=strategy)
     kind = "KIND_GPU" if "KIND_GPU" in (repo / LLM / "config.pbtxt").read_text() else "KIND_CPU"
     with start_server(repo) as server:
         stream_load(server.grpc_url, requests[:concurrency], concurrency=concurrency)  # warm-up, not measured
@@ -161,9 +158,6 @@ def main() -> None:
     parser.add_argument(
         "--engine-only", action="store_true", help="also measure both strategies in-process without Triton"
     )
-    parser.add_argument(
-        "--engine-cpus", default="auto", help="the llm model's engine_cpus (auto: a CPU of its own; none: the OS's)"
-    )
     parser.add_argument("--_engine-only-run", dest="engine_only_run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_only_run:  # child process: a fresh process loads the engine, as a server would
@@ -202,7 +196,7 @@ def main() -> None:
     for rep in range(args.repetitions):
         for strategy in ("inflight", "static"):
             start = time.perf_counter()
-            metrics = run_strategy(cold.engine_dir, work, strategy, requests, args.concurrency, args.engine_cpus)
+            metrics = run_strategy(cold.engine_dir, work, strategy, requests, args.concurrency)
             runs[strategy].append(metrics)
             print(
                 f"rep {rep + 1} {strategy:8s}: {metrics['output_token_throughput']:7.1f} tok/s, "
@@ -245,15 +239,6 @@ def main() -> None:
         for i, s in zip(runs["inflight"], runs["static"], strict=True)
     ]
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}
-    from tritonlab.engine.runtime import engine_placement, format_cpu_list
-
-    # The server inherits this process's CPUs, so the llm model computes the same placement.
-    placed = engine_placement(args.engine_cpus, 1) if args.device == "cpu" else None
-    placement = {
-        "engine_cpus": args.engine_cpus,
-        "engine_thread_on": format_cpu_list(placed.engine) if placed else None,
-        "other_llm_threads_on": format_cpu_list(placed.others) if placed else None,
-    }
     if args.device == "cuda":
         machine.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
     result = {
@@ -275,7 +260,6 @@ def main() -> None:
             "dtype": args.dtype,
             "repetitions": args.repetitions,
         },
-        "placement": placement,
         "build_seconds": {"cold": round(cold.seconds, 2), "cache_hit": round(hit.seconds, 4)},
         "throughput_ratio_inflight_over_static": {"median": statistics.median(ratios), "per_repetition": ratios},
         "inflight": summary["inflight"],

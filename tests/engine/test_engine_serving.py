@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from tritonlab.engine.build import load_engine
@@ -94,35 +92,3 @@ def test_batching_strategy_shows_in_completion_order_and_step_log(served):
         # Static: the short request waited for the whole batch (the long request) to finish.
         assert short.token_times[0] > long.token_times[-1]
         assert admit[short_id] >= finish[long_id] and not together
-
-
-def _llm_stub(server) -> psutil.Process:
-    stubs = [p for p in psutil.Process(server.pid).children() if "/llm/" in " ".join(p.cmdline())]
-    assert len(stubs) == 1, [p.cmdline() for p in psutil.Process(server.pid).children()]
-    return stubs[0]
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs a CPU left for the other threads")
-def test_the_engine_thread_has_a_cpu_of_its_own(served):
-    _, server, _ = served
-    allowed = sorted(os.sched_getaffinity(0))  # the server inherits this process's CPUs
-    engine_cpu, others = {allowed[-1]}, set(allowed[:-1])
-    stub = _llm_stub(server)
-    before = {t.id: t.user_time + t.system_time for t in stub.threads()}
-    stream_generate(server.grpc_url, "once upon a time", max_tokens=48)
-    busiest = max(stub.threads(), key=lambda t: t.user_time + t.system_time - before.get(t.id, 0.0))
-    # The thread that ran the decode steps is the one on the engine's CPU; every other thread is off it.
-    assert os.sched_getaffinity(busiest.id) == engine_cpu
-    assert all(os.sched_getaffinity(t.id) == others for t in stub.threads() if t.id != busiest.id)
-    assert f"engine thread on CPU {allowed[-1]}" in server.logs()
-
-
-def test_an_engine_cpu_list_is_checked(engine_dir, tmp_path):
-    with pytest.raises(TritonLabError, match="engine_cpus: 'x' in CPU list 'x'"):
-        prepare_repository(engine_dir, tmp_path / "bad", engine_cpus="x")
-    # Well formed, but not a CPU of this machine: the server refuses the model with the reason and the choices.
-    repo = prepare_repository(engine_dir, tmp_path / "missing", engine_cpus="4095", step_log=False)
-    with pytest.raises(TritonLabError) as error:
-        start_server(repo).stop()
-    text = error.value.message + (error.value.fix or "")
-    assert "engine_cpus='4095': CPU 4095 is not available to this process" in text, text

@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -237,79 +237,6 @@ class CpuStep:
             if self._handle:
                 self._lib.AOTInductorModelContainerDelete(self._handle)
                 self._handle = self._ct.c_void_p()
-
-
-# ---------------------------------------------------------------------------------------------- CPU placement
-
-
-class CpuPlacement(NamedTuple):
-    engine: frozenset[int]  # the engine's thread (and torch's worker threads) run here
-    others: frozenset[int]  # every other thread of the process: Triton's IPC, the response sender
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """A Linux CPU list ("3", "2-3", "0,2,4-5") as sorted CPU numbers; ValueError naming what is wrong."""
-    cpus: set[int] = set()
-    for part in text.replace(" ", "").split(","):
-        low, dash, high = part.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()) or (dash and int(high) < int(low)):
-            raise ValueError(f"{part!r} in CPU list {text!r}: write CPU numbers and ranges, e.g. 3 or 2-3 or 0,2")
-        cpus.update(range(int(low), int(high if dash else low) + 1))
-    return sorted(cpus)
-
-
-def format_cpu_list(cpus: Any) -> str:
-    """The inverse of parse_cpu_list: [0, 1, 2, 5] -> "0-2,5"."""
-    runs: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
-
-
-def engine_placement(spec: str | None, engine_threads: int) -> CpuPlacement | None:
-    """Where the engine's thread runs: ``"auto"`` (the default) gives it the last ``engine_threads`` CPUs this process
-    may use and keeps the process's other threads on the rest, if at least one CPU is left for them; ``"none"``
-    leaves placement to the OS; a CPU list ("3", "2-3") names the engine's CPUs. None: no placement (also where the OS
-    has no affinity call, macOS and Windows). ValueError for a list this process cannot use.
-
-    Why: a decode step is compute bound and runs on one thread by default. Unplaced, Triton's threads, the
-    response sender and the clients wake up on the engine's core and preempt it, and the in-flight loop, which sends
-    a token per sequence every step, loses the most (2 cores, 192 requests in-flight, runs alternated: 1368 and 1414
-    tok/s placed, 1284 and 1340 unplaced)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    spec = (spec or "auto").strip().lower()
-    if spec == "none":
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
-    if spec == "auto":
-        if len(allowed) <= engine_threads:
-            return None  # nothing would be left for Triton's threads: the OS places everyone
-        engine = allowed[-engine_threads:]
-    else:
-        engine = parse_cpu_list(spec)
-        missing = sorted(set(engine) - set(allowed))
-        if missing:
-            raise ValueError(
-                f"engine_cpus={spec!r}: CPU {format_cpu_list(missing)} is not available to this process (it may use "
-                f"{format_cpu_list(allowed)}); give CPUs from that list, 'auto' or 'none'"
-            )
-        if set(engine) == set(allowed):
-            raise ValueError(
-                f"engine_cpus={spec!r} takes every CPU this process may use ({format_cpu_list(allowed)}), leaving none "
-                "for Triton's threads; leave at least one out, or give 'none'"
-            )
-    return CpuPlacement(frozenset(engine), frozenset(c for c in allowed if c not in engine))
-
-
-def keep_threads_on(cpus: frozenset[int]) -> None:
-    """Move every thread this process has now onto ``cpus`` (threads started later inherit their starter's CPUs)."""
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(tid), cpus)
 
 
 # ---------------------------------------------------------------------------------------------- the engine

@@ -66,20 +66,12 @@ def llm_config(
     batch_wait_ms: float = 5.0,
     step_log: bool = True,
     device: Literal["cpu", "cuda"] = "cpu",
-    engine_cpus: str = "auto",
 ) -> Any:
     """``device="cuda"`` (an engine built for a GPU): one KIND_GPU instance on GPU 0, which the engine and its KV
-    cache live on; ``"cpu"``: one KIND_CPU instance. ``engine_cpus`` (CPU engines): ``"auto"`` gives the engine's
-    thread CPUs of its own, ``"none"`` leaves placement to the OS, a CPU list ("3", "2-3") names them; see
-    ``runtime.engine_placement``. The server checks a list against its own CPUs when the model loads."""
+    cache live on; ``"cpu"``: one KIND_CPU instance."""
     mc = _mc()
     if strategy not in ("inflight", "static"):
         raise TritonLabError(f"batching_strategy={strategy!r}", fix="use 'inflight' or 'static'")
-    if engine_cpus.strip().lower() not in ("auto", "none"):
-        try:
-            runtime.parse_cpu_list(engine_cpus)
-        except ValueError as exc:
-            raise TritonLabError(f"engine_cpus: {exc}", fix="or give 'auto' or 'none'") from None
     config = _python_model(LLM)
     if device == "cuda":
         group = config.instance_group[0]
@@ -96,7 +88,6 @@ def llm_config(
         "torch_threads": str(torch_threads),
         "batch_wait_ms": str(batch_wait_ms),
         "step_log": "true" if step_log else "false",
-        "engine_cpus": engine_cpus,
     }
     for key, value in params.items():
         config.parameters[key].string_value = value
@@ -168,12 +159,10 @@ def prepare_repository(
     torch_threads: int = 1,
     batch_wait_ms: float = 5.0,
     step_log: bool = True,
-    engine_cpus: str = "auto",
 ) -> Path:
     """Write the four models into ``dest`` (replacing earlier copies); the engine is copied into ``llm/1/engine``.
 
-    ``step_log=True`` makes ``llm`` write ``dest/llm/step_log.jsonl`` (see :func:`read_step_log`);
-    ``engine_cpus`` places a CPU engine's thread (see :func:`llm_config`).
+    ``step_log=True`` makes ``llm`` write ``dest/llm/step_log.jsonl`` (see :func:`read_step_log`).
     """
     engine_dir, dest = Path(engine_dir), Path(dest)
     engine_config(engine_dir)  # a clear error for a directory that is not an engine
@@ -191,8 +180,9 @@ def prepare_repository(
         shutil.copyfile(engine_dir / "tokenizer.json", version / "tokenizer.json")
     # The llm instance runs where the engine was built to run: KIND_GPU for a cuda engine.
     device = engine_config(engine_dir).get("device", {}).get("device_class", "cpu")
-    llm = llm_config(batching_strategy, torch_threads=torch_threads, batch_wait_ms=batch_wait_ms, step_log=step_log,
-                     device=device, engine_cpus=engine_cpus)  # fmt: skip
+    llm = llm_config(
+        batching_strategy, torch_threads=torch_threads, batch_wait_ms=batch_wait_ms, step_log=step_log, device=device
+    )
     version = _model_dir(dest, llm, "llm.py")
     shutil.copyfile(runtime.__file__, version / "engine_runtime.py")
     shutil.copytree(engine_dir, version / "engine")

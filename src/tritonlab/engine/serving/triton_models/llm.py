@@ -7,8 +7,7 @@ Self-contained (torch, numpy, and ``engine_runtime.py`` copied beside this file 
 no tritonlab import, so the same model directory serves in the embedded server and in a container. Parameters:
 ``batching_strategy`` (inflight | static), ``engine_dir`` (default: ``engine/`` beside this file), ``torch_threads``,
 ``batch_wait_ms`` (static batch collection), ``step_log`` (true: one JSON line per admission/step/finish in
-``<model dir>/step_log.jsonl``, the server-side record of who ran together), ``engine_cpus`` (CPU engines: ``auto``,
-``none`` or a CPU list; see ``engine_runtime.engine_placement``).
+``<model dir>/step_log.jsonl``, the server-side record of who ran together).
 """
 
 import itertools
@@ -42,39 +41,6 @@ class TritonPythonModel:
         device = None
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{int(args.get('model_instance_device_id') or 0)}"
-        # A CPU engine gets CPUs of its own (engine_placement says why): this stub's threads move to the others, and
-        # this thread takes the engine's CPUs while the engine loads and the batching thread starts, which inherits
-        # them (as do torch's worker threads, which it starts). ValueError (a CPU list this machine lacks) fails the
-        # load with its message.
-        placement = rt.engine_placement(params.get("engine_cpus", "auto"), threads) if device is None else None
-        if placement:
-            rt.keep_threads_on(placement.others)
-            os.sched_setaffinity(0, placement.engine)
-        try:
-            self._start_engine(rt, args, params, engine_dir, threads, device)
-        finally:
-            if placement:
-                os.sched_setaffinity(0, placement.others)
-        # Responses leave from a thread of their own: each send is a round trip to the server process (about half a
-        # millisecond), and sixteen of them per step on the batching thread would stall the engine that long. The
-        # compiled step releases the GIL (engine_runtime.CpuStep), so this thread sends step n's tokens while step
-        # n + 1 computes. One thread, first in first out: a request's tokens keep their order. Bounded at one step's
-        # tokens: when sending is the slower side (a fast GPU step), the batching thread waits for it instead of
-        # running ahead and queueing tokens (an unbounded queue held new requests' first tokens ~0.2 s on the H200).
-        self._sending = threading.Thread(target=self._send_loop, name="llm-sender", daemon=True)
-        self._sending.start()
-        where = ""
-        if placement:
-            where = (f", engine thread on CPU {rt.format_cpu_list(placement.engine)}, "
-                     f"the stub's other threads on CPU {rt.format_cpu_list(placement.others)}")  # fmt: skip
-        pb_utils.Logger.log_info(
-            f"llm: {engine_dir} on {self.engine.device} ({self.batcher.strategy} batching, "
-            f"max_batch_size={self.engine.max_batch_size}, "
-            f"max_input_len={self.engine.max_input_len}, max_seq_len={self.engine.max_seq_len}, "
-            f"KV cache {self.engine.kv_cache_bytes} bytes{where})"
-        )
-
-    def _start_engine(self, rt, args, params, engine_dir, threads, device):
         # EngineMismatchError (built for another device) fails the load with its message.
         self.engine = rt.Engine.load(engine_dir, num_threads=threads, device=device)
         self._log_file = None
@@ -87,7 +53,15 @@ class TritonPythonModel:
                 pb_utils.Logger.log_warn(f"llm: step log disabled, cannot write into the repository: {e}")
             else:
                 trace = self._write_trace
-        self._outbox = queue.Queue(maxsize=self.engine.max_batch_size)  # drained by the sender thread (below)
+        # Responses leave from a thread of their own: each send is a round trip to the server process (about half a
+        # millisecond), and sixteen of them per step on the batching thread would stall the engine that long. The
+        # compiled step releases the GIL (engine_runtime.CpuStep), so this thread sends step n's tokens while step
+        # n + 1 computes. One thread, first in first out: a request's tokens keep their order. Bounded at one step's
+        # tokens: when sending is the slower side (a fast GPU step), the batching thread waits for it instead of
+        # running ahead and queueing tokens (an unbounded queue held new requests' first tokens ~0.2 s on the H200).
+        self._outbox = queue.Queue(maxsize=self.engine.max_batch_size)
+        self._sending = threading.Thread(target=self._send_loop, name="llm-sender", daemon=True)
+        self._sending.start()
         self.batcher = rt.Batcher(
             self.engine,
             params.get("batching_strategy", "inflight"),
@@ -95,6 +69,12 @@ class TritonPythonModel:
             trace=trace,
         ).start()
         self._ids = itertools.count()
+        pb_utils.Logger.log_info(
+            f"llm: {engine_dir} on {self.engine.device} ({self.batcher.strategy} batching, "
+            f"max_batch_size={self.engine.max_batch_size}, "
+            f"max_input_len={self.engine.max_input_len}, max_seq_len={self.engine.max_seq_len}, "
+            f"KV cache {self.engine.kv_cache_bytes} bytes)"
+        )
 
     def _write_trace(self, event):
         with self._log_lock:
