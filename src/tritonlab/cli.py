@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonlab.errors import TritonLabError
+from tritonlab.foreground import hold_in_foreground
 
 if TYPE_CHECKING:
     from tritonlab.server import Server
@@ -76,20 +76,7 @@ def up(
         if not as_json:
             console.print("running in the background: `tritonlab down` stops it")
         return
-    # The handlers and the try come before the announcement: whoever reads it may signal at once.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        _announce(server, as_json)
-        if not as_json:
-            console.print("Ctrl-C stops it.")
-        while server.running:
-            time.sleep(0.5)
-        err.print("[bold red]tritonserver exited[/]; last log lines:\n" + server.logs(tail=20))
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    hold_in_foreground(server, "tritonserver", lambda: _announce(server, as_json), hint=not as_json)
 
 
 def _announce(server: Server, as_json: bool) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tritonlab.errors import TritonLabError
+from tritonlab.foreground import hold_in_foreground
 
 if TYPE_CHECKING:
     from tritonlab.monitor import Prometheus
@@ -69,20 +67,7 @@ def up(
         if not as_json:
             console.print("running in the background: `tritonlab monitor down` stops it")
         return
-    # The handlers and the try come before the announcement: whoever reads it may signal at once.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        _announce(prom, waited, as_json)
-        if not as_json:
-            console.print("Ctrl-C stops it.")
-        while prom.running:
-            time.sleep(0.5)
-        err.print("[bold red]prometheus exited[/]; last log lines:\n" + prom.logs(tail=20))
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        prom.stop()
+    hold_in_foreground(prom, "prometheus", lambda: _announce(prom, waited, as_json), hint=not as_json)
 
 
 def _announce(prom: Prometheus, waited: float, as_json: bool) -> None:
