@@ -68,6 +68,39 @@ def test_kernel_matches_the_reference(shim, dtype, start, steps, slots):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_the_reference_on_packed_rows(shim, dtype):
+    """One row per token: a running sequence, a 5-token prompt (slot 0, positions 0-4), another running one, and a
+    sequence continuing with 2 new tokens after 5 cached (slot 1)."""
+    start, slots = [40, 0, 1, 2, 3, 4, 17, 5, 6], [2, 0, 0, 0, 0, 0, 4, 1, 1]
+    inputs = _inputs(dtype, start, 1, slots)
+    code, got = shim(*inputs)
+    assert code == 0
+    torch.testing.assert_close(got, attention.ragged_attention(*inputs), rtol=1e-4, atol=1e-5)
+
+
+def test_packed_prompt_rows_attend_like_the_prompt_in_one_row(shim):
+    """The packed form's meaning: a prompt as consecutive rows of its slot gives each token the attention it gets as
+    one row of T tokens (causal among the new tokens), not just what the reference says."""
+    q, k, v, k_cache, v_cache, _, _ = _inputs(torch.float32, [0], 7, [3])
+    code, whole = shim(q, k, v, k_cache, v_cache, torch.tensor([0]), torch.tensor([3]))
+    assert code == 0
+    rows = lambda x: x[0].transpose(0, 1)[:, :, None].contiguous()  # [1, H, 7, D] -> [7, H, 1, D]  # noqa: E731
+    code, packed = shim(rows(q), rows(k), rows(v), k_cache, v_cache, torch.arange(7), torch.full((7,), 3))
+    assert code == 0
+    torch.testing.assert_close(packed[:, :, 0], whole[0].transpose(0, 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("start", "slots"),
+    [([0, 1, 5], [2, 4, 2]), ([0, 2], [1, 1])],  # a slot's rows apart; positions not consecutive
+)
+def test_kernel_refuses_packed_rows_it_cannot_read_as_one_sequence(shim, capfd, start, slots):
+    code, _ = shim(*_inputs(torch.float32, start, 1, slots))
+    assert code != 0
+    assert "consecutive" in capfd.readouterr().err
+
+
 def test_kernel_reads_only_each_sequences_own_positions(shim):
     q, k, v, k_cache, v_cache, start, slots = _inputs(torch.float32, [5, 60], 1, [0, 1])
     _, before = shim(q, k, v, k_cache, v_cache, start, slots)
@@ -108,7 +141,8 @@ def test_cpu_engine_is_built_with_the_kernel(engine_dir):
 
 @pytest.fixture(scope="module")
 def padded_engine_dir(checkpoint_dir, engine_build) -> Path:
-    limits = engine_config(engine_build.engine_dir)["build_config"]
+    built_with = engine_config(engine_build.engine_dir)["build_config"]
+    limits = {k: built_with[k] for k in ("max_batch_size", "max_input_len", "max_seq_len")}
     built = build_engine(checkpoint_dir, None, attention="padded", progress=False, **limits)
     assert built.key != engine_build.key
     return built.engine_dir

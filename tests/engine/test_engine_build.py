@@ -23,7 +23,8 @@ from tritonlab.errors import TritonLabError
 
 def test_config_records_limits_and_device(engine_dir):
     config = engine_config(engine_dir)
-    assert config["build_config"] == {"max_batch_size": 4, "max_input_len": 32, "max_seq_len": 256}
+    limits = {"max_batch_size": 4, "max_input_len": 32, "max_seq_len": 256, "max_num_tokens": 4 * 32}
+    assert config["build_config"] == limits
     device = config["device"]
     assert device == runtime.device_record()
     assert device["device_class"] == "cpu" and device["torch"] == torch.__version__
@@ -192,6 +193,78 @@ def test_a_slot_outside_the_cache_is_an_error_not_an_abort(engine_dir):
     with pytest.raises(runtime.LimitError, match="max_seq_len=256"):
         engine.decode([0], [5], [256])  # no position left for the new token
     assert len(engine.generate([5, 6, 7], 2, slot=3)) == 2  # and the engine still serves
+
+
+def test_a_prompt_joining_a_running_step_generates_what_it_would_alone(engine_dir):
+    """A packed step (runtime.Engine.run): a new prompt and a running sequence's next token in one call, each
+    sequence's tokens exactly those it generates alone."""
+    engine = load_engine(engine_dir, num_threads=1)
+    a_prompt, b_prompt = [5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]
+    a_alone, b_alone = engine.generate(a_prompt, 12, slot=2), engine.generate(b_prompt, 8, slot=2)
+    a = engine.prefill([0], [a_prompt])
+    for _ in range(3):
+        a += engine.decode([0], [a[-1]], [len(a_prompt) + len(a) - 1])
+    b: list[int] = []
+    while len(b) < 8:
+        step = engine.run(
+            [0, 3],
+            [[a[-1]], [b[-1]] if b else b_prompt],
+            [len(a_prompt) + len(a) - 1, len(b_prompt) + len(b) - 1 if b else 0],
+        )
+        a.append(step[0])
+        b.append(step[1])
+    assert (a, b) == (a_alone, b_alone)
+
+
+def test_packed_step_limits(engine_dir):
+    engine = load_engine(engine_dir, num_threads=1)
+    assert engine.packed and engine.max_num_tokens == 4 * 32
+    with pytest.raises(runtime.LimitError, match="max_num_tokens=128"):
+        engine.run([0, 1, 2, 3], [[1] * 32, [1] * 32, [1] * 32, [1] * 33], [0, 0, 0, 0])
+    with pytest.raises(runtime.LimitError, match="a different one per running sequence"):
+        engine.run([1, 1], [[5], [6]], [3, 4])
+    with pytest.raises(runtime.LimitError, match="at least one per sequence"):
+        engine.run([0, 1], [[5], []], [3, 0])
+    with pytest.raises(runtime.LimitError, match="max_seq_len=256"):
+        engine.run([0], [[5, 6]], [255])
+    alone = [engine.generate([5, 6, 7], 1)[0], engine.generate([8], 1)[0]]
+    assert engine.run([0, 1], [[5, 6, 7], [8]], [0, 0]) == alone
+
+
+def test_inflight_batcher_admits_into_the_running_step(engine_dir):
+    """Requests arriving while others run join the next step itself (one call with their prompts and the running
+    tokens) and still generate exactly what they generate alone."""
+    import threading
+
+    from tritonlab.engine.runtime import Batcher, Sequence
+
+    engine = load_engine(engine_dir, num_threads=1)
+    prompts = {"r0": [5, 6, 7], "r1": [9, 10, 11, 12, 13], "r2": [20, 21]}
+    alone = {rid: engine.generate(p, 24) for rid, p in prompts.items()}
+    events: list[dict] = []
+    got: dict[str, list[int]] = {rid: [] for rid in prompts}
+    done = threading.Semaphore(0)
+
+    def sequence(rid: str) -> Sequence:
+        def emit(token: int, final: bool) -> None:
+            got[rid].append(token)
+            if final:
+                done.release()
+
+        return Sequence(rid, prompts[rid], 24, emit, lambda message: done.release(), stop_at_eos=False)
+
+    batcher = Batcher(engine, "inflight", trace=events.append).start()
+    batcher.submit(sequence("r0"))
+    while len(got["r0"]) < 3:
+        time.sleep(0.001)
+    batcher.submit(sequence("r1"))
+    batcher.submit(sequence("r2"))
+    for _ in prompts:
+        assert done.acquire(timeout=60)
+    batcher.stop()
+    assert got == alone
+    joined = [e for e in events if e["event"] == "step" and e["admitted"] and e["batch"] > e["admitted"]]
+    assert joined and "r0" in joined[0]["ids"], "no step had both a running sequence and a new prompt"
 
 
 def test_build_limit_errors(checkpoint_dir, tmp_path):

@@ -46,18 +46,29 @@ def ragged_attention(
 ) -> torch.Tensor:
     """Attention of ``q`` [B, H, T, D] (float32) over each sequence's ``start_pos[b]`` cached keys/values in slot
     ``slots[b]`` of ``k_cache``/``v_cache`` [slots, KVH, S, D], followed by the step's new ``k``/``v`` [B, KVH, T, D]
-    up to the query's own position. Returns [B, H, T, D] float32. (Reference: the compiled engine runs the kernel.)"""
+    up to the query's own position. Returns [B, H, T, D] float32. (Reference: the compiled engine runs the kernel.)
+
+    Packed rows (T = 1, the runtime's form): consecutive rows of one slot at consecutive positions are one
+    sequence's new tokens (a prompt), and each also sees the new keys/values of the earlier rows of its slot."""
     batch, heads, steps, size = q.shape
     kv_heads = k.shape[1]
     out = torch.empty(batch, heads, steps, size, dtype=torch.float32, device=q.device)
+    first = 0
     for b in range(batch):
-        cached, slot = int(start_pos[b]), int(slots[b])
-        keys = torch.cat((k_cache[slot, :, :cached], k[b]), dim=1).float()  # [KVH, cached + T, D]
-        values = torch.cat((v_cache[slot, :, :cached], v[b]), dim=1).float()
+        own, slot = int(start_pos[b]), int(slots[b])
+        packed = steps == 1 and b > 0 and int(slots[b - 1]) == slot
+        if packed and own != int(start_pos[b - 1]) + 1:
+            raise ValueError("rows of one slot must be at consecutive positions")
+        first = first if packed else b
+        cached = int(start_pos[first])
+        new_k = k[first : b + 1, :, 0].transpose(0, 1) if steps == 1 else k[b]  # [KVH, new keys, D]
+        new_v = v[first : b + 1, :, 0].transpose(0, 1) if steps == 1 else v[b]
+        keys = torch.cat((k_cache[slot, :, :cached], new_k), dim=1).float()  # [KVH, own + T, D]
+        values = torch.cat((v_cache[slot, :, :cached], new_v), dim=1).float()
         keys = keys.repeat_interleave(heads // kv_heads, dim=0)
         values = values.repeat_interleave(heads // kv_heads, dim=0)
-        scores = q[b].float() @ keys.transpose(-1, -2) * size**-0.5  # [H, T, cached + T]
-        visible = torch.arange(cached + steps)[None, :] <= cached + torch.arange(steps)[:, None]
+        scores = q[b].float() @ keys.transpose(-1, -2) * size**-0.5  # [H, T, own + T]
+        visible = torch.arange(own + steps)[None, :] <= own + torch.arange(steps)[:, None]
         out[b] = scores.masked_fill(~visible, float("-inf")).softmax(-1) @ values
     return out
 

@@ -44,6 +44,11 @@ class BuildLimits:
     max_input_len: int = 64
     max_seq_len: int = 320
 
+    @property
+    def max_num_tokens(self) -> int:
+        """Tokens one packed step may hold (``trtllm-build --max_num_tokens``): every slot starting a longest prompt."""
+        return self.max_batch_size * self.max_input_len
+
     def check(self, max_position_embeddings: int) -> None:
         if min(self.max_batch_size, self.max_input_len, self.max_seq_len) < 1:
             raise TritonLabError(f"build limits must be positive: {self}", fix="use values of 1 or more")
@@ -132,7 +137,8 @@ def _compile(
     # Dynamic within the build limits. DYNAMIC hints rather than named Dims: torch 2.11 exporting for CUDA emits
     # guards that hold for every allowed size (min(64*T, 192*T) == 64*T, seen on the H200), which a named Dim rejects
     # as a constraint violation; a DYNAMIC dimension still fails the export if it would be specialized to a constant.
-    batch = Dim.DYNAMIC(min=1, max=limits.max_batch_size)
+    # Rows: sequences, or for a ragged (CPU) engine's packed steps tokens, up to max_num_tokens (runtime.py).
+    batch = Dim.DYNAMIC(min=1, max=limits.max_num_tokens if attention == "ragged" else limits.max_batch_size)
     tokens = Dim.DYNAMIC(min=1, max=limits.max_input_len)
     window = Dim.DYNAMIC(min=1, max=limits.max_seq_len)  # the cached positions a step reads (network.py)
     # Example sizes above 1 (and all different) so export specializes none of them to a constant or to another.
@@ -210,7 +216,7 @@ def build_engine(
             engine_config = {
                 "version": ENGINE_VERSION,
                 "pretrained_config": config,
-                "build_config": asdict(limits),
+                "build_config": {**asdict(limits), "max_num_tokens": limits.max_num_tokens},
                 "attention": attention,  # ragged: the kernel library beside the package (runtime.CpuStep loads it)
                 "device": record,
                 "build_key": key,

@@ -5,7 +5,10 @@ KV cache interface the serving loop drives. This is what the build exports and c
 One step function serves both phases of generation:
 
 - prefill: ``input_ids`` holds a whole prompt (``T`` = prompt length, usually batch 1);
-- decode: ``input_ids`` holds one new token per running sequence (``T`` = 1, batch = running sequences).
+- decode: ``input_ids`` holds one new token per running sequence (``T`` = 1, batch = running sequences);
+- packed (CPU engines, the runtime's form for both): ``T`` = 1 and one row per token, a prompt's tokens on
+  consecutive rows of its slot beside the running sequences' new tokens (the ragged kernel lets a row see the earlier
+  rows of its slot).
 
 ``start_pos[b]`` is how many tokens sequence ``b`` already has in the cache, ``slots[b]`` which cache slot it owns.
 The step reads the cache (gathering the batch's slots) and returns the keys/values of the new tokens; the caller

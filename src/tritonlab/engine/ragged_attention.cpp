@@ -15,6 +15,11 @@
 //   k_cache  [slots, KVH, S, D]  cache dtype  one layer of the cache (v_cache alike)
 //   start_pos, slots [B]         int64     cached tokens of each sequence, and its cache slot
 //   returns  [B, H, T, D]        float32
+//
+// Packed rows (T = 1): the runtime packs a step's tokens without padding, one row per token, as TensorRT-LLM does
+// with remove_input_padding. A prompt then fills consecutive rows of one slot at consecutive positions, next to the
+// running sequences' single new tokens, and a row also sees the new keys of the earlier rows of its own slot
+// (they are not in the cache yet). A slot whose rows are not consecutive, or not at consecutive positions, fails.
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 
 #include <algorithm>
@@ -93,8 +98,18 @@ int attend(const View& q, const View& k, const View& v, const View& kc, const Vi
            const int64_t* slot, float* out) {
   const int64_t B = q.size[0], H = q.size[1], steps = q.size[2], D = q.size[3];
   const int64_t KVH = k.size[1], slots = kc.size[0], S = kc.size[2], groups = H / KVH;
+  // first[b]: the first row of b's slot in this step (b itself unless packed rows share the slot).
+  std::vector<int64_t> first(B), last_row(slots, -1);
   for (int64_t b = 0; b < B; ++b) {
     if (slot[b] < 0 || slot[b] >= slots || start[b] < 0 || start[b] + steps > S) return fail("slot or position out of range");
+    first[b] = b;
+    const int64_t previous = last_row[slot[b]];
+    if (previous >= 0) {
+      if (steps != 1 || previous != b - 1 || start[b] != start[b - 1] + 1)
+        return fail("rows of one slot must be consecutive rows of one token each, at consecutive positions");
+      first[b] = first[b - 1];
+    }
+    last_row[slot[b]] = b;
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float* Q = static_cast<const float*>(q.data);
@@ -109,7 +124,9 @@ int attend(const View& q, const View& k, const View& v, const View& kc, const Vi
     for (int64_t kh = 0; kh < KVH; ++kh) {
       // The `rows` = groups x steps queries that share this key/value head meet each key once: a key row is
       // loaded (and converted) once for all of them.
-      const int64_t cached = start[b], keys = cached + steps, rows = groups * steps;
+      // Keys: positions below `cached` from the cache, the rest new in this step (this row's own tokens, and for
+      // packed rows the earlier rows of its slot); `own` is this row's first position.
+      const int64_t own = start[b], cached = start[first[b]], keys = own + steps, rows = groups * steps;
       std::vector<float> query(rows * D), scores(rows * keys), buffer(D);
       for (int64_t g = 0; g < groups; ++g)
         for (int64_t t = 0; t < steps; ++t)
@@ -117,11 +134,14 @@ int attend(const View& q, const View& k, const View& v, const View& kc, const Vi
             query[(g * steps + t) * D + d] = Q[b * q.stride[0] + (kh * groups + g) * q.stride[1] + t * q.stride[2] + d * q.stride[3]] * scale;
       const T* kcache = KC + slot[b] * kc.stride[0] + kh * kc.stride[1];
       const T* vcache = VC + slot[b] * vc.stride[0] + kh * vc.stride[1];
-      const T* knew = K + b * k.stride[0] + kh * k.stride[1];
-      const T* vnew = V + b * v.stride[0] + kh * v.stride[1];
+      // New key j (>= cached): row first + (j - cached) for packed rows (T = 1), else step j - cached of row b.
+      const int64_t new_row_stride = steps == 1 ? k.stride[0] : k.stride[2];
+      const int64_t new_row_stride_v = steps == 1 ? v.stride[0] : v.stride[2];
+      const T* knew = K + first[b] * k.stride[0] + kh * k.stride[1];
+      const T* vnew = V + first[b] * v.stride[0] + kh * v.stride[1];
       for (int64_t j = 0; j < keys; ++j) {
         const float* key = j < cached ? row(kcache + j * kc.stride[2], kc.stride[3], D, buffer.data())
-                                      : row(knew + (j - cached) * k.stride[2], k.stride[3], D, buffer.data());
+                                      : row(knew + (j - cached) * new_row_stride, k.stride[3], D, buffer.data());
         for (int64_t r = 0; r < rows; ++r) {
           const float* qr = query.data() + r * D;
           float dot = 0.0f;
@@ -132,7 +152,7 @@ int attend(const View& q, const View& k, const View& v, const View& kc, const Vi
       }
       for (int64_t r = 0; r < rows; ++r) {
         float* sr = scores.data() + r * keys;
-        const int64_t visible = cached + r % steps + 1;  // causal among the step's own tokens
+        const int64_t visible = own + r % steps + 1;  // causal among the step's own tokens
         const float best = *std::max_element(sr, sr + visible);
         float total = 0.0f;
 #pragma omp simd reduction(+ : total)
@@ -145,7 +165,7 @@ int attend(const View& q, const View& k, const View& v, const View& kc, const Vi
       }
       for (int64_t j = 0; j < keys; ++j) {
         const float* value = j < cached ? row(vcache + j * vc.stride[2], vc.stride[3], D, buffer.data())
-                                        : row(vnew + (j - cached) * v.stride[2], v.stride[3], D, buffer.data());
+                                        : row(vnew + (j - cached) * new_row_stride_v, v.stride[3], D, buffer.data());
         for (int64_t r = 0; r < rows; ++r) {
           const float p = scores[r * keys + j];
           if (p == 0.0f) continue;

@@ -27,12 +27,24 @@ An engine built for ``cuda`` holds GPU machine code for one compute capability; 
 GPU 0, or ``device="cuda:N"``), its KV cache lives in GPU memory, and each step's token ids go to the GPU and the
 chosen next tokens come back (a few bytes per sequence). ``check_device`` refuses it on a CPU or another GPU.
 
+Packed steps
+------------
+A CPU engine's step takes one row per token, without padding (TensorRT-LLM's ``remove_input_padding``): a prompt of
+12 tokens is 12 rows of its slot at positions 0..11, a running sequence's new token one row, all in one call of at
+most ``max_num_tokens`` rows (``max_batch_size`` x ``max_input_len``, recorded in the engine's config). The weights,
+about 50 MB for the lab model, are read once per call whatever it holds: on a CPU that read is most of a small
+step's cost (a decode step of 1 sequence costs 40 % of one of 16), so a prompt joining a step costs only its own
+tokens' compute, where a call of its own would pay the read again. GPU engines (padded attention) prefill in a call
+of their own.
+
 Batching loop
 -------------
 - ``inflight`` (TensorRT-LLM's ``inflight_fused_batching``): before every step, queued requests take free slots
-  and are prefilled together (their first token is sent at once); one decode step then advances every running sequence;
-  a sequence that reaches ``max_tokens`` (or ``</s>``) is sent its last token with the final flag in the same
-  step and its slot is free for the next step.
+  and join that very step: their prompts (the context phase) and every running sequence's newest token (the
+  generation phase) are packed into one call, so each new request's first token and every running sequence's next
+  token come out of the same step, and the weights are read once for all of them; a sequence that reaches
+  ``max_tokens`` (or ``</s>``) is sent its last token with the final flag in the same step and its slot is free for
+  the next step.
 - ``static`` (TensorRT-LLM's ``V1``): a batch is formed from the queue, then runs until its longest member is
   done; finished members keep being computed as padding, and queued requests wait for the whole batch.
 """
@@ -57,7 +69,9 @@ ENGINE_FILE = "rank0.pt2"
 # The compiled step's interface (network.py); an engine built for another one must be built again. 2: the step
 # takes the cache window (attention reads only the cached positions).
 # 3: CPU engines call the ragged attention kernel (attention.py), a library beside the package.
-ENGINE_VERSION = "tritonlab-embedded-engine-3"
+# 4: CPU engines take packed steps (one row per token, up to max_num_tokens rows; the kernel lets the rows of one
+# slot see each other), so a step can mix prompts with running sequences.
+ENGINE_VERSION = "tritonlab-embedded-engine-4"
 KERNEL_LIBRARY = "ragged_attention.so"  # attention.py writes it
 STRATEGIES = {"inflight": "inflight", "inflight_fused_batching": "inflight", "static": "static", "V1": "static"}
 
@@ -251,6 +265,9 @@ class Engine:
         self.max_batch_size = int(build["max_batch_size"])
         self.max_input_len = int(build["max_input_len"])
         self.max_seq_len = int(build["max_seq_len"])
+        self.max_num_tokens = int(build.get("max_num_tokens") or self.max_batch_size * self.max_input_len)
+        # Packed steps (see the module doc): CPU engines with the ragged kernel; padded (GPU) engines prefill apart.
+        self.packed = config.get("attention") == "ragged"
         self.layers = int(pretrained["num_hidden_layers"])
         self.kv_heads = int(pretrained["num_key_value_heads"])
         self.head_size = int(pretrained["head_size"])
@@ -347,18 +364,57 @@ class Engine:
     def _check_slots(self, slots: list[int]) -> None:
         # The compiled step indexes the cache without bounds checks that Python could catch: a bad slot would abort
         # the whole process (a notebook's kernel, a Triton stub), not raise.
-        if not 0 < len(slots) <= self.max_batch_size or not all(0 <= s < self.max_batch_size for s in slots):
+        if (
+            not 0 < len(slots) <= self.max_batch_size
+            or not all(0 <= s < self.max_batch_size for s in slots)
+            or len(set(slots)) != len(slots)
+        ):
             raise LimitError(
                 f"cache slots {list(slots)}: this engine has max_batch_size={self.max_batch_size} slots, "
-                f"0 to {self.max_batch_size - 1}; use one of those per running sequence"
+                f"0 to {self.max_batch_size - 1}; use a different one per running sequence"
             )
+
+    def run(self, slots: list[int], new_tokens: list[list[int]], cached: list[int]) -> list[int]:
+        """One packed step (CPU engines, see the module doc): sequence ``i`` in slot ``slots[i]`` has ``cached[i]``
+        tokens in its cache and brings ``new_tokens[i]`` (a prompt, or the newest token of a running sequence);
+        returns each sequence's greedy next token."""
+        self._check_slots(slots)
+        if not self.packed:
+            raise LimitError("this engine prefills and decodes in separate calls: use prefill/decode")
+        rows = sum(len(t) for t in new_tokens)
+        if not all(new_tokens) or rows > self.max_num_tokens:
+            raise LimitError(
+                f"a step of {rows} tokens: this engine takes 1 to max_num_tokens={self.max_num_tokens} per step, "
+                "and at least one per sequence"
+            )
+        longest = max(c + len(t) for c, t in zip(cached, new_tokens, strict=True))
+        if longest > self.max_seq_len:
+            raise LimitError(f"a sequence would reach {longest} tokens, beyond this engine's "
+                             f"max_seq_len={self.max_seq_len}")  # fmt: skip
+        ids = [token for tokens in new_tokens for token in tokens]
+        start = [c + j for c, tokens in zip(cached, new_tokens, strict=True) for j in range(len(tokens))]
+        where = [slot for slot, tokens in zip(slots, new_tokens, strict=True) for _ in tokens]
+        last, end = [], 0
+        for tokens in new_tokens:
+            end += len(tokens)
+            last.append(end - 1)
+        logits = self.step(
+            torch.tensor(ids, dtype=torch.int64, device=self.device)[:, None],
+            torch.tensor(start, dtype=torch.int64, device=self.device),
+            torch.tensor(where, dtype=torch.int64, device=self.device),
+            longest,
+        )
+        return logits[torch.tensor(last, device=self.device), -1].argmax(dim=-1).tolist()
 
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> list[int]:
         """Put prompts into their slots' caches in one step; return each one's greedy first output token.
 
-        Shorter prompts are padded on the right: the padding's keys/values land at positions the sequence has not
-        reached yet, which no query can see (attention is masked by position) and the next decode steps overwrite.
+        A CPU engine packs them (:meth:`run`). A padded (GPU) engine pads shorter prompts on the right: the padding's
+        keys/values land at positions the sequence has not reached yet, which no query can see (attention is masked
+        by position) and the next decode steps overwrite.
         """
+        if self.packed:
+            return self.run(slots, prompts, [0] * len(prompts))
         self._check_slots(slots)
         width = max(len(p) for p in prompts)
         ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts], dtype=torch.int64, device=self.device)
@@ -523,21 +579,40 @@ class Batcher:
                 seq.fail(f"{type(exc).__name__}: {exc}")
             self._release(seq)
 
+    def _fused_step(self, running: list[Sequence], admitted: list[Sequence]) -> None:
+        """One packed step: the admitted requests' prompts and the running sequences' newest tokens together."""
+        now = time.time()
+        for seq in admitted:
+            self.trace({"event": "admit", "t": now, "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
+        batch = running + admitted
+        self.steps += 1
+        new_tokens = [[s.tokens[-1]] for s in running] + [s.prompt for s in admitted]
+        tokens = self.engine.run([s.slot for s in batch], new_tokens, [s.cached for s in running] + [0] * len(admitted))
+        self.trace({"event": "step", "t": time.time(), "step": self.steps, "ids": [s.id for s in batch],
+                    "batch": len(batch), "admitted": len(admitted)})  # fmt: skip
+        for seq, token in zip(batch, tokens, strict=True):
+            self._advance(seq, token)
+
     def _run_inflight(self) -> None:
         active: list[Sequence] = []
         while self._wait_for_work(bool(active)):
             try:
                 admitted = self._admit(self.engine.max_batch_size)
-                active += admitted
-                self._prefill(admitted)
-                for seq in [s for s in active if s.done]:
-                    self._release(seq)
-                active = [s for s in active if not s.done]
-                if active:
-                    self._decode(active, active)
+                if self.engine.packed:
+                    running, active = active, active + admitted  # all of them fail together if the step does
+                    if active:
+                        self._fused_step(running, admitted)
+                else:  # padded engines: the prompts in a call of their own, then the decode step
+                    active += admitted
+                    self._prefill(admitted)
                     for seq in [s for s in active if s.done]:
-                        self._release(seq)  # its slot serves a queued request at the very next step
+                        self._release(seq)
                     active = [s for s in active if not s.done]
+                    if active:
+                        self._decode(active, active)
+                for seq in [s for s in active if s.done]:
+                    self._release(seq)  # its slot serves a queued request at the very next step
+                active = [s for s in active if not s.done]
             except Exception as exc:  # one bad step must not kill the loop for every later request
                 self._fail_all(active, exc)
                 active = []
