@@ -170,6 +170,41 @@ def test_ragged_engine_steps_like_the_padded_one(engine_dir, padded_engine_dir):
     assert ragged.generate(prompt, 30, slot=1) == padded.generate(prompt, 30, slot=1)
 
 
+def test_padded_engine_batches_in_separate_calls(padded_engine_dir):
+    """A padded engine (the GPU's form, built here for the CPU) takes no packed step: the in-flight loop prefills new
+    requests in a call of their own, and every request still gets the tokens it generates alone."""
+    import threading
+
+    from tritonlab.engine.runtime import Batcher, LimitError, Sequence
+
+    engine = load_engine(padded_engine_dir, num_threads=1)
+    assert not engine.packed
+    with pytest.raises(LimitError, match="use prefill/decode"):
+        engine.run([0], [[5, 6]], [0])
+    prompts = {"a": [5, 6, 7], "b": [9, 10, 11, 12, 13]}
+    alone = {rid: engine.generate(p, 10) for rid, p in prompts.items()}
+    got: dict[str, list[int]] = {rid: [] for rid in prompts}
+    events: list[dict] = []
+    done = threading.Semaphore(0)
+
+    def sequence(rid: str) -> Sequence:
+        def emit(token: int, final: bool) -> None:
+            got[rid].append(token)
+            if final:
+                done.release()
+
+        return Sequence(rid, prompts[rid], 10, emit, lambda message: done.release(), stop_at_eos=False)
+
+    batcher = Batcher(engine, "inflight", trace=events.append).start()
+    for rid in prompts:
+        batcher.submit(sequence(rid))
+    for _ in prompts:
+        assert done.acquire(timeout=60)
+    batcher.stop()
+    assert got == alone
+    assert not any(e.get("admitted") for e in events if e["event"] == "step")
+
+
 def test_engine_without_its_kernel_is_refused_clearly(engine_dir, tmp_path):
     copy = tmp_path / "engine"
     shutil.copytree(engine_dir, copy)
