@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from batcher_streams import Streams
 
 from tritonlab.engine import attention, runtime
 from tritonlab.engine.build import BuildLimits, build_engine, build_key, engine_config, load_engine
@@ -173,35 +174,21 @@ def test_ragged_engine_steps_like_the_padded_one(engine_dir, padded_engine_dir):
 def test_padded_engine_batches_in_separate_calls(padded_engine_dir):
     """A padded engine (the GPU's form, built here for the CPU) takes no packed step: the in-flight loop prefills new
     requests in a call of their own, and every request still gets the tokens it generates alone."""
-    import threading
-
-    from tritonlab.engine.runtime import Batcher, LimitError, Sequence
+    from tritonlab.engine.runtime import Batcher, LimitError
 
     engine = load_engine(padded_engine_dir, num_threads=1)
     assert not engine.packed
     with pytest.raises(LimitError, match="use prefill/decode"):
         engine.run([0], [[5, 6]], [0])
-    prompts = {"a": [5, 6, 7], "b": [9, 10, 11, 12, 13]}
-    alone = {rid: engine.generate(p, 10) for rid, p in prompts.items()}
-    got: dict[str, list[int]] = {rid: [] for rid in prompts}
+    streams = Streams({"a": [5, 6, 7], "b": [9, 10, 11, 12, 13]}, max_tokens=10)
+    alone = {rid: engine.generate(p, 10) for rid, p in streams.prompts.items()}
     events: list[dict] = []
-    done = threading.Semaphore(0)
-
-    def sequence(rid: str) -> Sequence:
-        def emit(token: int, final: bool) -> None:
-            got[rid].append(token)
-            if final:
-                done.release()
-
-        return Sequence(rid, prompts[rid], 10, emit, lambda message: done.release(), stop_at_eos=False)
-
     batcher = Batcher(engine, "inflight", trace=events.append).start()
-    for rid in prompts:
-        batcher.submit(sequence(rid))
-    for _ in prompts:
-        assert done.acquire(timeout=60)
+    for rid in streams.prompts:
+        batcher.submit(streams.sequence(rid))
+    streams.wait()
     batcher.stop()
-    assert got == alone
+    assert streams.got == alone
     assert not any(e.get("admitted") for e in events if e["event"] == "step")
 
 

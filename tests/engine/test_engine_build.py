@@ -15,7 +15,9 @@ import zipfile
 
 import pytest
 import torch
+from batcher_streams import Streams
 
+from conftest import wait_for
 from tritonlab.engine import runtime
 from tritonlab.engine.build import ENGINE_FILE, build_engine, engine_config, load_engine
 from tritonlab.errors import TritonLabError
@@ -234,35 +236,20 @@ def test_packed_step_limits(engine_dir):
 def test_inflight_batcher_admits_into_the_running_step(engine_dir):
     """Requests arriving while others run join the next step itself (one call with their prompts and the running
     tokens) and still generate exactly what they generate alone."""
-    import threading
-
-    from tritonlab.engine.runtime import Batcher, Sequence
+    from tritonlab.engine.runtime import Batcher
 
     engine = load_engine(engine_dir, num_threads=1)
-    prompts = {"r0": [5, 6, 7], "r1": [9, 10, 11, 12, 13], "r2": [20, 21]}
-    alone = {rid: engine.generate(p, 24) for rid, p in prompts.items()}
+    streams = Streams({"r0": [5, 6, 7], "r1": [9, 10, 11, 12, 13], "r2": [20, 21]}, max_tokens=24)
+    alone = {rid: engine.generate(p, 24) for rid, p in streams.prompts.items()}
     events: list[dict] = []
-    got: dict[str, list[int]] = {rid: [] for rid in prompts}
-    done = threading.Semaphore(0)
-
-    def sequence(rid: str) -> Sequence:
-        def emit(token: int, final: bool) -> None:
-            got[rid].append(token)
-            if final:
-                done.release()
-
-        return Sequence(rid, prompts[rid], 24, emit, lambda message: done.release(), stop_at_eos=False)
-
     batcher = Batcher(engine, "inflight", trace=events.append).start()
-    batcher.submit(sequence("r0"))
-    while len(got["r0"]) < 3:
-        time.sleep(0.001)
-    batcher.submit(sequence("r1"))
-    batcher.submit(sequence("r2"))
-    for _ in prompts:
-        assert done.acquire(timeout=60)
+    batcher.submit(streams.sequence("r0"))
+    assert wait_for(lambda: len(streams.got["r0"]) >= 3, timeout=30)
+    batcher.submit(streams.sequence("r1"))
+    batcher.submit(streams.sequence("r2"))
+    streams.wait()
     batcher.stop()
-    assert got == alone
+    assert streams.got == alone
     joined = [e for e in events if e["event"] == "step" and e["admitted"] and e["batch"] > e["admitted"]]
     assert joined and "r0" in joined[0]["ids"], "no step had both a running sequence and a new prompt"
 
