@@ -13,6 +13,7 @@ import functools
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -350,10 +351,24 @@ class Server(abc.ABC):
             if code is not None:
                 raise self._failure(f"tritonserver exited with code {code} before it was ready")
             if self.is_ready():
+                self._wait_listening(grace_s=5.0)
                 return
             if time.monotonic() > deadline:
                 raise self._failure(f"tritonserver was not ready after {self.startup_timeout:.0f} s")
             time.sleep(0.05)
+
+    def _wait_listening(self, grace_s: float) -> None:
+        """Ready is answered by the HTTP service; Triton opens its metrics port last, and on a busy machine a moment
+        later (seen on 2 cores): wait briefly until every published port accepts connections, so a scrape right after
+        start finds it. Best effort: a port kept closed on purpose (--allow-metrics=false) costs ``grace_s`` once."""
+        deadline = time.monotonic() + grace_s
+        for port in (self.grpc_port, self.metrics_port):
+            while port is not None and time.monotonic() < deadline:
+                try:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        break
+                except OSError:
+                    time.sleep(0.02)
 
     def _failure(self, what: str) -> TritonLabError:
         """The most specific error the log supports: models with Triton's reasons, a port, or the log tail."""
