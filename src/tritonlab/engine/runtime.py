@@ -265,7 +265,7 @@ class Engine:
         self.max_batch_size = int(build["max_batch_size"])
         self.max_input_len = int(build["max_input_len"])
         self.max_seq_len = int(build["max_seq_len"])
-        self.max_num_tokens = int(build.get("max_num_tokens") or self.max_batch_size * self.max_input_len)
+        self.max_num_tokens = int(build["max_num_tokens"])  # every engine of this format records it (build.py)
         # Packed steps (see the module doc): CPU engines with the ragged kernel; padded (GPU) engines prefill apart.
         self.packed = config.get("attention") == "ragged"
         self.layers = int(pretrained["num_hidden_layers"])
@@ -544,12 +544,15 @@ class Batcher:
         """All newly admitted requests in one step (their first tokens go out at once)."""
         if not seqs:
             return
-        now = time.time()
-        for seq in seqs:
-            self.trace({"event": "admit", "t": now, "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
+        self._trace_admissions(seqs)
         tokens = self.engine.prefill([s.slot for s in seqs], [s.prompt for s in seqs])
         for seq, token in zip(seqs, tokens, strict=True):
             self._advance(seq, token)
+
+    def _trace_admissions(self, seqs: list[Sequence]) -> None:
+        now = time.time()
+        for seq in seqs:
+            self.trace({"event": "admit", "t": now, "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
 
     def _advance(self, seq: Sequence, token: int) -> None:
         seq.tokens.append(token)
@@ -581,9 +584,7 @@ class Batcher:
 
     def _fused_step(self, running: list[Sequence], admitted: list[Sequence]) -> None:
         """One packed step: the admitted requests' prompts and the running sequences' newest tokens together."""
-        now = time.time()
-        for seq in admitted:
-            self.trace({"event": "admit", "t": now, "id": seq.id, "slot": seq.slot, "prompt": len(seq.prompt)})
+        self._trace_admissions(admitted)
         batch = running + admitted
         self.steps += 1
         new_tokens = [[s.tokens[-1]] for s in running] + [s.prompt for s in admitted]
