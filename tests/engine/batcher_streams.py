@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from tritonlab.engine.runtime import Sequence
 
@@ -16,9 +17,13 @@ class Streams:
         self.got: dict[str, list[int]] = {rid: [] for rid in prompts}
         self._ended = threading.Semaphore(0)
 
-    def sequence(self, rid: str) -> Sequence:
+    def sequence(self, rid: str, on_token: Callable[[int], None] | None = None) -> Sequence:
+        """``on_token(n)`` runs on the batcher's thread after the request's n-th token, before the next step."""
+
         def emit(token: int, final: bool) -> None:
             self.got[rid].append(token)
+            if on_token is not None:
+                on_token(len(self.got[rid]))
             if final:
                 self._ended.release()
 

@@ -17,7 +17,6 @@ import pytest
 import torch
 from batcher_streams import Streams
 
-from conftest import wait_for
 from tritonlab.engine import runtime
 from tritonlab.engine.build import ENGINE_FILE, build_engine, engine_config, load_engine
 from tritonlab.errors import TritonLabError
@@ -243,10 +242,15 @@ def test_inflight_batcher_admits_into_the_running_step(engine_dir):
     alone = {rid: engine.generate(p, 24) for rid, p in streams.prompts.items()}
     events: list[dict] = []
     batcher = Batcher(engine, "inflight", trace=events.append).start()
-    batcher.submit(streams.sequence("r0"))
-    assert wait_for(lambda: len(streams.got["r0"]) >= 3, timeout=30)
-    batcher.submit(streams.sequence("r1"))
-    batcher.submit(streams.sequence("r2"))
+
+    def join_after_third_token(n: int) -> None:
+        # Submitted from the batcher's own thread between two steps, so r0 is certainly still running when
+        # r1 and r2 arrive (polling from here lost that race on a busy 2-core machine: r0 had finished).
+        if n == 3:
+            batcher.submit(streams.sequence("r1"))
+            batcher.submit(streams.sequence("r2"))
+
+    batcher.submit(streams.sequence("r0", on_token=join_after_third_token))
     streams.wait()
     batcher.stop()
     assert streams.got == alone
