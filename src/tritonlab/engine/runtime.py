@@ -54,6 +54,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import os
 import platform
@@ -394,10 +395,7 @@ class Engine:
         ids = [token for tokens in new_tokens for token in tokens]
         start = [c + j for c, tokens in zip(cached, new_tokens, strict=True) for j in range(len(tokens))]
         where = [slot for slot, tokens in zip(slots, new_tokens, strict=True) for _ in tokens]
-        last, end = [], 0
-        for tokens in new_tokens:
-            end += len(tokens)
-            last.append(end - 1)
+        last = [end - 1 for end in itertools.accumulate(len(tokens) for tokens in new_tokens)]  # each one's last row
         logits = self.step(
             torch.tensor(ids, dtype=torch.int64, device=self.device)[:, None],
             torch.tensor(start, dtype=torch.int64, device=self.device),
@@ -565,6 +563,13 @@ class Batcher:
         with self._cond:
             self._free.append(seq.slot)
 
+    def _retire_finished(self, active: list[Sequence]) -> list[Sequence]:
+        """Free the finished sequences' slots (each serves a queued request at the very next step); the rest."""
+        for seq in active:
+            if seq.done:
+                self._release(seq)
+        return [s for s in active if not s.done]
+
     def _decode(self, batch: list[Sequence], running: list[Sequence]) -> None:
         """One decode step over ``batch``; only ``running`` members get their token (the rest are padding)."""
         self.steps += 1
@@ -604,16 +609,12 @@ class Batcher:
                     if active:
                         self._fused_step(running, admitted)
                 else:  # padded engines: the prompts in a call of their own, then the decode step
-                    active += admitted
+                    active += admitted  # all of them fail together if the prefill does
                     self._prefill(admitted)
-                    for seq in [s for s in active if s.done]:
-                        self._release(seq)
-                    active = [s for s in active if not s.done]
+                    active = self._retire_finished(active)
                     if active:
                         self._decode(active, active)
-                for seq in [s for s in active if s.done]:
-                    self._release(seq)  # its slot serves a queued request at the very next step
-                active = [s for s in active if not s.done]
+                active = self._retire_finished(active)
             except Exception as exc:  # one bad step must not kill the loop for every later request
                 self._fail_all(active, exc)
                 active = []
